@@ -1,0 +1,66 @@
+"""The `corral` command line: builds config from flags and hands over to each part's run.
+
+Each part registers its own commands (``register(app)`` in ``corral.<part>.cli``) so that this
+file stays a table of contents; heavy imports happen inside the commands, keeping
+``corral --help`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from corral import __version__
+from corral.errors import CorralError
+
+app = typer.Typer(
+    name="corral",
+    help="Run, babysit and route a fleet of OpenAI-compatible LLM inference servers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that add commands to `app`, in the order they appear in --help.
+_PARTS = (
+    "corral.launcher.cli",  # up, down, status, logs, start, stop, restart, config check
+    "corral.router.cli",  # router
+    "corral.registry.cli",  # registry
+    "corral.sitter.cli",  # sit
+    "corral.mock.cli",  # mock
+    "corral.gpu_cli",  # gpus
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _register_parts() -> None:
+    for name in _PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # part not built yet
+        module.register(app)
+
+
+_register_parts()
+
+
+def main() -> None:
+    """Entry point of the `corral` console script: user errors print one line, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except CorralError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
