@@ -1,0 +1,203 @@
+"""The `corral.toml` schema: pydantic models that reject unknown fields so typos are caught."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+Preset = Literal["mock", "vllm", "sglang", "llama.cpp", "command", "InfiniLM", "InfiniLM-Rust"]
+Policy = Literal["round_robin", "least_outstanding", "power_of_two", "prefix_affinity"]
+
+# Names the launcher gives its own processes; entries may not take them.
+RESERVED_NAMES = frozenset({"registry", "router", "dashboard", "launcher", "all"})
+
+
+class Strict(BaseModel):
+    """Base of every config table: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProbeConfig(Strict):
+    """A health probe, Kubernetes semantics (mirrors ``corral.proc.Probe``); one of http/tcp/exec."""
+
+    http: str | None = None
+    expect_status: int = 200
+    tcp: str | None = None
+    exec: list[str] | None = None
+    initial_delay_s: float = Field(default=0, ge=0)
+    period_s: float = Field(default=2, gt=0)
+    timeout_s: float = Field(default=1, gt=0)
+    success_threshold: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ProbeConfig:
+        kinds = [k for k in ("http", "tcp", "exec") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a probe needs exactly one of http, tcp or exec")
+        return self
+
+
+class RestartConfig(Strict):
+    """Restart policy of a supervised process (mirrors ``corral.proc.RestartPolicy``)."""
+
+    policy: Literal["always", "on-failure", "never"] = "always"
+    max_restarts: int = Field(default=10, ge=0)
+    window_s: float = Field(default=300, gt=0)
+    backoff_initial_s: float = Field(default=1, ge=0)
+    backoff_factor: float = Field(default=2, ge=1)
+    backoff_max_s: float = Field(default=60, ge=0)
+    stable_after_s: float = Field(default=30, ge=0)
+
+
+class Dependency(Strict):
+    """``depends_on`` entry: start after ``name`` reached ``condition``."""
+
+    name: str
+    condition: Literal["started", "healthy"] = "healthy"
+
+
+def _deps(value: object) -> object:
+    """Accept ``"db"`` as shorthand for ``{name = "db"}``."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class CorralSection(Strict):
+    """``[corral]``: where state lives and what the servers bind to."""
+
+    state_dir: str = ".corral"
+    host: str = "127.0.0.1"
+    gpus: int | list[int] | None = None  # count or ids; None = ask nvidia-smi
+    token: str | None = None
+
+
+class RegistrySection(Strict):
+    """``[registry]``."""
+
+    enabled: bool = True
+    port: Port = 18000
+    store: str = "memory"
+    token: str | None = None
+
+
+class RouterSection(Strict):
+    """``[router]``: the launcher reads the fields below; every other key is the router's own
+    (``corral.router.config.RouterSettings``: workers, timeouts, retries, breaker, ...) and is
+    validated against the router's schema when the file loads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    enabled: bool = True
+    port: Port = 8000
+    policy: Policy = "least_outstanding"
+    api_keys_env: str = "CORRAL_API_KEYS"
+    admin_token: str | None = None
+    aliases: dict[str, str] = {}
+
+
+class DashboardSection(Strict):
+    """``[dashboard]``: the launcher's control API and UI."""
+
+    port: Port = 8080
+    token: str | None = None
+
+
+class _Entry(Strict):
+    """Fields shared by ``[[backend]]`` and ``[[service]]``."""
+
+    name: Name
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    depends_on: list[Dependency] = []
+    group: str | None = None
+    enabled: bool = True
+    auto_start: bool = True
+    replicas: int = Field(default=1, ge=1, le=256)
+    replicas_from: str | None = None
+    port: Port | None = None
+    ports: dict[str, Port] = {}
+    port_step: int = Field(default=10, ge=1)
+    gpus_per_replica: int = Field(default=0, ge=0)
+    gpus: list[list[int]] | None = None  # explicit ids per replica
+    models: list[str] = []
+    stop_grace_s: float = Field(default=10, ge=0)
+
+    _norm_deps = field_validator("depends_on", mode="before")(_deps)
+
+    @model_validator(mode="after")
+    def _replica_sources(self) -> _Entry:
+        if self.replicas_from is not None and "replicas" in self.model_fields_set:
+            raise ValueError("set either replicas or replicas_from, not both")
+        if self.gpus is not None and self.gpus_per_replica:
+            raise ValueError("set either gpus or gpus_per_replica, not both")
+        return self
+
+
+class BackendConfig(_Entry):
+    """``[[backend]]``: one inference server per replica, each run by a sitter."""
+
+    preset: Preset = "command"
+    model: str | None = None
+    port: Port  # type: ignore[assignment]  # required for backends
+    args: list[str] = []
+    command: list[str] | str | None = None
+    health_path: str | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_restarts: int | None = Field(default=None, ge=0)
+    restart_delay: float | None = Field(default=None, ge=0)
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    admin_token: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_something_to_run(self) -> BackendConfig:
+        if self.preset == "command" and not self.command:
+            raise ValueError('preset "command" needs command = [...]')
+        if self.preset in ("vllm", "sglang", "llama.cpp") and not self.model:
+            raise ValueError(f'preset "{self.preset}" needs model = "..."')
+        if self.preset == "mock" and not self.models and not self.model:
+            raise ValueError('preset "mock" needs models = [...] (or model)')
+        return self
+
+
+class ServiceConfig(_Entry):
+    """``[[service]]``: any other process, supervised the same way."""
+
+    command: list[str] = Field(min_length=1)
+    health: str | list[str] | ProbeConfig | None = None
+    tags: list[str] = []
+    openai: bool = False
+    restart: RestartConfig = RestartConfig()
+    start_timeout_s: float = Field(default=600, gt=0)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv_only(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError('must be a list of argv words (no shell), e.g. ["python", "-m", "app"]')
+        return value
+
+    @field_validator("health")
+    @classmethod
+    def _health_form(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith(("http://", "https://", "tcp://")):
+            raise ValueError('must be "http://...", "tcp://host:port", an exec argv list or a probe table')
+        return value
+
+
+class Config(Strict):
+    """A whole ``corral.toml``."""
+
+    corral: CorralSection = CorralSection()
+    registry: RegistrySection = RegistrySection()
+    router: RouterSection = RouterSection()
+    dashboard: DashboardSection = DashboardSection()
+    backend: list[BackendConfig] = []
+    service: list[ServiceConfig] = []

@@ -1,0 +1,505 @@
+"""The resolved plan: config -> the exact processes to run, in start order (a pure function).
+
+Replicas, ports, GPUs and placeholders are decided here, and every conflict (unknown dependency,
+cycle, port clash, too few GPUs) is a :class:`~corral.errors.ConfigError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from corral.config.gpus import available_gpus
+from corral.config.graph import check_acyclic, start_order
+from corral.config.load import router_table
+from corral.config.models import (
+    RESERVED_NAMES,
+    BackendConfig,
+    Config,
+    Dependency,
+    ProbeConfig,
+    RestartConfig,
+    ServiceConfig,
+)
+from corral.config.tomlout import dump_table
+from corral.errors import ConfigError
+
+Kind = Literal["registry", "router", "sitter", "service"]
+
+# Readiness is polled quickly so `corral up` is fast; liveness slowly so idle costs nothing.
+_READY_PERIOD_S = 0.2
+_LIVE_PERIOD_S = 5.0
+_PLACEHOLDER = re.compile(r"\{(replica|port|file|host|gpus|ports\.[A-Za-z0-9_-]+)\}")
+
+
+class ProcessPlan(BaseModel):
+    """One process the launcher will supervise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Kind
+    group: str
+    entry: str  # the config entry it comes from ("chat" for chat-0)
+    source: str  # field path of that entry ("backend[0]")
+    replica: int = 0
+    argv: list[str]
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    ports: dict[str, int] = {}
+    url: str | None = None
+    readiness: ProbeConfig | None = None
+    liveness: ProbeConfig | None = None
+    depends_on: list[Dependency] = []
+    gpus: list[int] = []
+    models: list[str] = []
+    tags: list[str] = []
+    auto_start: bool = True
+    openai: bool = False
+    restart: RestartConfig = RestartConfig()
+    stop_grace_s: float = 10
+    start_timeout_s: float = 600
+    files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text
+    token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
+
+
+class Plan(BaseModel):
+    """Everything ``corral up`` runs, in start order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_file: str
+    state_dir: Path
+    host: str
+    dashboard_port: int
+    token: str | None
+    registry_url: str | None
+    router_url: str | None
+    processes: list[ProcessPlan]
+
+    def get(self, name: str) -> ProcessPlan | None:
+        """The process called ``name``, or None."""
+        return next((p for p in self.processes if p.name == name), None)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> process names."""
+        out: dict[str, list[str]] = {}
+        for p in self.processes:
+            out.setdefault(p.group, []).append(p.name)
+        return out
+
+    def levels(self) -> dict[str, int]:
+        """Dependency depth of each process (0 = depends on nothing); stop runs deepest first."""
+        level: dict[str, int] = {}
+        for p in self.processes:  # already in start order
+            level[p.name] = 1 + max((level[d.name] for d in p.depends_on), default=-1)
+        return level
+
+
+def fill(text: str, ctx: dict[str, str], *, file: str, field: str) -> str:
+    """Replace ``{replica} {port} {ports.NAME} {file} {host} {gpus}``; other braces stay as they are."""
+
+    def one(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in ctx:
+            raise ConfigError(f"placeholder {{{key}}} has no value here", file=file, field=field)
+        return ctx[key]
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _http_probe(url: str, ready: bool) -> ProbeConfig:
+    period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
+    return ProbeConfig(http=url, period_s=period, timeout_s=2, failure_threshold=3)
+
+
+def _probe_from(health: str | list[str] | ProbeConfig, ready: bool) -> ProbeConfig:
+    """A ``health`` shorthand -> probe (fast period for readiness, slow for liveness)."""
+    if isinstance(health, ProbeConfig):
+        return health
+    period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
+    if isinstance(health, list):
+        return ProbeConfig(exec=health, period_s=period, timeout_s=5)
+    if health.startswith("tcp://"):
+        return ProbeConfig(tcp=health.removeprefix("tcp://").rstrip("/"), period_s=period)
+    return _http_probe(health, ready)
+
+
+class _Builder:
+    """Turns a validated Config into a Plan; holds the bits each step shares."""
+
+    def __init__(self, config: Config, file: str, gpus: list[int] | None, python: str) -> None:
+        self.c = config
+        self.file = file
+        self.base = Path(file).resolve().parent
+        self.host = config.corral.host
+        self.python = python
+        self.state_dir = (self.base / config.corral.state_dir).resolve()
+        self.gpu_pool = available_gpus(config.corral.gpus) if gpus is None else list(gpus)
+        self.registry_url = f"http://{self.host}:{config.registry.port}" if config.registry.enabled else None
+        self.router_url = f"http://{self.host}:{config.router.port}" if config.router.enabled else None
+        self.processes: list[ProcessPlan] = []
+        self.replicas_of: dict[str, list[str]] = {}
+
+    def err(self, message: str, field: str) -> ConfigError:
+        return ConfigError(message, file=self.file, field=field)
+
+    # -- entries --------------------------------------------------------------------------------
+    def entries(self) -> list[tuple[str, BackendConfig | ServiceConfig]]:
+        out: list[tuple[str, BackendConfig | ServiceConfig]] = []
+        seen: dict[str, str] = {}
+        tagged: list[tuple[str, BackendConfig | ServiceConfig]] = [
+            *((f"backend[{i}]", b) for i, b in enumerate(self.c.backend)),
+            *((f"service[{i}]", s) for i, s in enumerate(self.c.service)),
+        ]
+        for where, e in tagged:
+            if e.name in RESERVED_NAMES:
+                raise self.err(f"name {e.name!r} is reserved for corral's own processes", f"{where}.name")
+            if e.name in seen:
+                raise self.err(f"name {e.name!r} is already used by {seen[e.name]}", f"{where}.name")
+            seen[e.name] = where
+            if e.enabled:
+                out.append((where, e))
+        return out
+
+    def check_dependencies(self, entries: list[tuple[str, BackendConfig | ServiceConfig]]) -> None:
+        enabled = {e.name for _, e in entries}
+        builtin = {"registry"} if self.c.registry.enabled else set()
+        if self.c.router.enabled:
+            builtin.add("router")
+        every = {e.name for e in (*self.c.backend, *self.c.service)}
+        for where, e in entries:
+            for j, d in enumerate(e.depends_on):
+                field = f"{where}.depends_on[{j}]"
+                if d.name == e.name:
+                    raise self.err(f"{e.name!r} depends on itself", field)
+                if d.name in every and d.name not in enabled:
+                    raise self.err(f"depends on {d.name!r}, which is disabled", field)
+                if d.name not in enabled and d.name not in builtin:
+                    raise self.err(f"depends on {d.name!r}, which is not defined", field)
+        graph = {e.name: [d.name for d in e.depends_on if d.name in enabled] for _, e in entries}
+        cycle = check_acyclic(graph)
+        if cycle:
+            where = next(w for w, e in entries if e.name == cycle[0])
+            raise self.err(f"dependency cycle: {' -> '.join(cycle)}", f"{where}.depends_on")
+
+    # -- replicas -------------------------------------------------------------------------------
+    def replica_files(self, where: str, e: BackendConfig | ServiceConfig) -> list[str | None]:
+        if e.replicas_from is None:
+            return [None] * e.replicas
+        pattern = e.replicas_from
+        if not os.path.isabs(pattern):
+            pattern = str(self.base / pattern)
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise self.err(f"{e.replicas_from!r} matches no file", f"{where}.replicas_from")
+        return list(files)
+
+    def allocate_gpus(
+        self, where: str, e: BackendConfig | ServiceConfig, n: int, free: list[int]
+    ) -> list[list[int]]:
+        if e.gpus is not None:
+            if len(e.gpus) != n:
+                raise self.err(f"lists GPUs for {len(e.gpus)} replicas but there are {n}", f"{where}.gpus")
+            for ids in e.gpus:
+                bad = [g for g in ids if g not in self.gpu_pool]
+                if bad:
+                    raise self.err(f"GPU {bad[0]} does not exist (GPUs: {self.gpu_pool})", f"{where}.gpus")
+            return [list(ids) for ids in e.gpus]
+        k = e.gpus_per_replica
+        if not k:
+            return [[] for _ in range(n)]
+        if k * n > len(free):
+            raise self.err(
+                f"{n} replica(s) x {k} GPU(s) need {k * n} free GPUs but only {len(free)} of "
+                f"{len(self.gpu_pool)} are left ([corral] gpus, or nvidia-smi -L)",
+                f"{where}.gpus_per_replica",
+            )
+        taken = [free[i * k : (i + 1) * k] for i in range(n)]
+        del free[: k * n]
+        return taken
+
+    # -- processes ------------------------------------------------------------------------------
+    def builtin(self) -> None:
+        py = [self.python, "-m", "corral"]
+        if self.c.registry.enabled:
+            r = self.c.registry
+            argv = [*py, "registry", "--host", self.host, "--port", str(r.port)]
+            argv += ["--state-dir", str(self.state_dir / "registry")]
+            if r.store != "memory":
+                argv += ["--store", r.store]
+            self._corral_server("registry", argv, r.port, [])
+            if r.token:  # through the environment: argv is visible in ps and in logs
+                self.processes[-1] = self.processes[-1].model_copy(
+                    update={"env": {"CORRAL_REGISTRY_TOKEN": r.token}, "token": r.token}
+                )
+        if self.c.router.enabled:
+            rt = self.c.router
+            argv = [*py, "router", "--host", self.host, "--port", str(rt.port), "--policy", rt.policy]
+            # The router reads its table from a file the launcher writes: variables expanded,
+            # launcher-only keys dropped, and secrets kept off the command line.
+            router_toml = str(self.state_dir / "router.toml")
+            argv += ["--api-keys-env", rt.api_keys_env, "--config", router_toml]
+            if self.registry_url:
+                argv += ["--registry-url", self.registry_url]
+            table = {
+                k: v for k, v in router_table(self.c).items() if k not in ("host", "port", "registry_url")
+            }
+            self._corral_server("router", argv, rt.port, self._needs_registry())
+            self.processes[-1] = self.processes[-1].model_copy(
+                update={"files": {router_toml: dump_table("router", table)}, "token": rt.admin_token}
+            )
+
+    def _needs_registry(self) -> list[Dependency]:
+        return [Dependency(name="registry")] if self.c.registry.enabled else []
+
+    def _corral_server(self, name: Kind, argv: list[str], port: int, deps: list[Dependency]) -> None:
+        url = f"http://{self.host}:{port}"
+        self.processes.append(
+            ProcessPlan(
+                name=name,
+                kind=name,
+                group="corral",
+                entry=name,
+                source=name,
+                argv=argv,
+                ports={"api": port},
+                url=url,
+                readiness=_http_probe(f"{url}/health", ready=True),
+                liveness=_http_probe(f"{url}/health", ready=False),
+                depends_on=deps,
+                start_timeout_s=60,
+                stop_grace_s=5,
+            )
+        )
+
+    def entry(self, where: str, e: BackendConfig | ServiceConfig, free_gpus: list[int]) -> None:
+        files = self.replica_files(where, e)
+        n = len(files)
+        gpus = self.allocate_gpus(where, e, n, free_gpus)
+        names: list[str] = []
+        for i, f in enumerate(files):
+            named = n > 1 or isinstance(e, BackendConfig) or e.replicas_from is not None
+            name = f"{e.name}-{i}" if named else e.name
+            names.append(name)
+            ctx = {"replica": str(i), "host": self.host, "gpus": ",".join(map(str, gpus[i]))}
+            if e.port is not None:
+                ctx["port"] = str(e.port + i * e.port_step)
+            for pn, pv in e.ports.items():
+                ctx[f"ports.{pn}"] = str(pv + i * e.port_step)
+            if f is not None:
+                ctx["file"] = f
+            build = self.sitter if isinstance(e, BackendConfig) else self.service
+            self.processes.append(build(where, e, name, i, ctx, gpus[i]))  # type: ignore[arg-type]
+        self.replicas_of[e.name] = names
+
+    def _fill_all(
+        self, where: str, ctx: dict[str, str], e: BackendConfig | ServiceConfig
+    ) -> tuple[dict[str, str], str | None]:
+        env = {k: fill(v, ctx, file=self.file, field=f"{where}.env.{k}") for k, v in e.env.items()}
+        cwd = fill(e.cwd, ctx, file=self.file, field=f"{where}.cwd") if e.cwd else None
+        if cwd and not os.path.isabs(cwd):
+            cwd = str(self.base / cwd)
+        return env, cwd
+
+    def _named_ports(self, ctx: dict[str, str]) -> dict[str, int]:
+        return {k.removeprefix("ports."): int(v) for k, v in ctx.items() if k.startswith("ports.")}
+
+    def sitter(
+        self, where: str, b: BackendConfig, name: str, i: int, ctx: dict[str, str], gpus: list[int]
+    ) -> ProcessPlan:
+        port = int(ctx["port"])
+        env, cwd = self._fill_all(where, ctx, b)
+        f = lambda s, fld: fill(s, ctx, file=self.file, field=f"{where}.{fld}")  # noqa: E731
+        args = [f(a, f"args[{j}]") for j, a in enumerate(b.args)]
+        argv = [self.python, "-m", "corral", "sit", "--name", name, "--host", self.host, "--port", str(port)]
+        argv += ["--service-type", b.preset, "--state-dir", str(self.state_dir / "sitters" / name)]
+        if b.model:
+            argv += ["--path", f(b.model, "model")]
+        models = b.models or ([b.model] if b.model and b.preset == "mock" else [])
+        if models:
+            argv += ["--models", ",".join(models)]
+        if isinstance(b.command, list):
+            cmd = [f(a, f"command[{j}]") for j, a in enumerate(b.command)]
+            argv += ["--command", cmd[0]]
+            args = cmd[1:] + args
+        elif b.command:
+            argv += ["--command", f(b.command, "command")]
+        if args:
+            argv += ["--args", shlex.join(args)]
+        if cwd:
+            argv += ["--work-dir", cwd]
+        for k, v in env.items():
+            argv += ["--env", f"{k}={v}"]
+        optional = {
+            "--health-path": b.health_path,
+            "--max-concurrency": b.max_concurrency,
+            "--registry-url": self.registry_url,
+            # With a registry the router learns of the backend from it; without, tell it directly.
+            "--router-url": None if self.registry_url else self.router_url,
+            "--max-restarts": b.max_restarts,
+            "--restart-delay": b.restart_delay,
+            "--heartbeat-interval": b.heartbeat_interval,
+        }
+        for flag, value in optional.items():
+            if value is not None:
+                argv += [flag, str(value)]
+        sitter_url = f"http://{self.host}:{port + 1}"
+        return ProcessPlan(
+            name=name,
+            kind="sitter",
+            group=b.group or b.name,
+            entry=b.name,
+            source=where,
+            replica=i,
+            argv=argv,
+            env=self._sitter_env(b, ctx, gpus),
+            ports={"api": port, "sitter": port + 1, **self._named_ports(ctx)},
+            url=f"http://{self.host}:{port}",
+            # The sitter answers /health 200 only while its backend is healthy; a backend that
+            # restarts must not get its sitter killed, so liveness only checks the sitter is up.
+            readiness=_http_probe(f"{sitter_url}/health", ready=True),
+            liveness=ProbeConfig(tcp=f"{self.host}:{port + 1}", period_s=_LIVE_PERIOD_S),
+            depends_on=[*self._needs_registry(), *b.depends_on],
+            gpus=gpus,
+            models=models,
+            token=b.admin_token,
+            auto_start=b.auto_start,
+            openai=True,
+            stop_grace_s=max(b.stop_grace_s, 15),
+            start_timeout_s=24 * 3600,  # big models load for long; the sitter owns the backend's timeouts
+        )
+
+    def _sitter_env(self, b: BackendConfig, ctx: dict[str, str], gpus: list[int]) -> dict[str, str]:
+        # Tokens go through the environment (the sitter reads these), never on the command line.
+        env: dict[str, str] = {}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ctx["gpus"]
+        if self.registry_url and self.c.registry.token:
+            env["CORRAL_REGISTRY_TOKEN"] = self.c.registry.token
+        if b.admin_token:
+            env["CORRAL_SITTER_ADMIN_TOKEN"] = b.admin_token
+        return env
+
+    def service(
+        self, where: str, s: ServiceConfig, name: str, i: int, ctx: dict[str, str], gpus: list[int]
+    ) -> ProcessPlan:
+        argv = [fill(a, ctx, file=self.file, field=f"{where}.command[{j}]") for j, a in enumerate(s.command)]
+        env, cwd = self._fill_all(where, ctx, s)
+        if gpus:
+            env.setdefault("CUDA_VISIBLE_DEVICES", ctx["gpus"])
+        ready = live = None
+        if s.health is not None:
+            h = self._fill_health(where, s.health, ctx)
+            ready, live = _probe_from(h, ready=True), _probe_from(h, ready=False)
+        ports = {"port": int(ctx["port"])} if "port" in ctx else {}
+        ports.update(self._named_ports(ctx))
+        return ProcessPlan(
+            name=name,
+            kind="service",
+            group=s.group or s.name,
+            entry=s.name,
+            source=where,
+            replica=i,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            ports=ports,
+            url=f"http://{self.host}:{ctx['port']}" if "port" in ctx else None,
+            readiness=ready,
+            liveness=live,
+            depends_on=list(s.depends_on),
+            gpus=gpus,
+            models=list(s.models),
+            tags=list(s.tags),
+            auto_start=s.auto_start,
+            openai=s.openai,
+            restart=s.restart,
+            stop_grace_s=s.stop_grace_s,
+            start_timeout_s=s.start_timeout_s,
+        )
+
+    def _fill_health(
+        self, where: str, h: str | list[str] | ProbeConfig, ctx: dict[str, str]
+    ) -> str | list[str] | ProbeConfig:
+        field = f"{where}.health"
+        if isinstance(h, str):
+            return fill(h, ctx, file=self.file, field=field)
+        if isinstance(h, list):
+            return [fill(a, ctx, file=self.file, field=f"{field}[{j}]") for j, a in enumerate(h)]
+        update: dict[str, object] = {}
+        if h.http:
+            update["http"] = fill(h.http, ctx, file=self.file, field=f"{field}.http")
+        if h.tcp:
+            update["tcp"] = fill(h.tcp, ctx, file=self.file, field=f"{field}.tcp")
+        if h.exec:
+            update["exec"] = [fill(a, ctx, file=self.file, field=f"{field}.exec") for a in h.exec]
+        return h.model_copy(update=update)
+
+    # -- whole plan -----------------------------------------------------------------------------
+    def expand_dependencies(self) -> list[ProcessPlan]:
+        out = []
+        for p in self.processes:
+            deps: list[Dependency] = []
+            for d in p.depends_on:
+                for target in self.replicas_of.get(d.name, [d.name]):
+                    deps.append(Dependency(name=target, condition=d.condition))
+            out.append(p.model_copy(update={"depends_on": deps}))
+        return out
+
+    def check_ports(self, processes: list[ProcessPlan]) -> None:
+        owner: dict[int, str] = {self.c.dashboard.port: "the dashboard ([dashboard] port)"}
+        for p in processes:
+            for label, port in p.ports.items():
+                what = f"{p.name} ({'sitter port+1' if label == 'sitter' else label})"
+                if port in owner:
+                    field = (
+                        f"{p.source}.port"
+                        if label in ("api", "sitter", "port")
+                        else f"{p.source}.ports.{label}"
+                    )
+                    raise self.err(f"port {port} of {what} is already taken by {owner[port]}", field)
+                owner[port] = what
+
+    def build(self) -> Plan:
+        entries = self.entries()
+        self.check_dependencies(entries)
+        self.builtin()
+        free = list(self.gpu_pool)
+        reserved = {g for _, e in entries if e.gpus for ids in e.gpus for g in ids}
+        free = [g for g in free if g not in reserved]
+        for where, e in entries:
+            self.entry(where, e, free)
+        processes = self.expand_dependencies()
+        self.check_ports(processes)
+        order = start_order([(p.name, [d.name for d in p.depends_on]) for p in processes])
+        by_name = {p.name: p for p in processes}
+        token = self.c.dashboard.token or self.c.corral.token or os.environ.get("CORRAL_TOKEN") or None
+        return Plan(
+            config_file=str(Path(self.file).resolve()),
+            state_dir=self.state_dir,
+            host=self.host,
+            dashboard_port=self.c.dashboard.port,
+            token=token,
+            registry_url=self.registry_url,
+            router_url=self.router_url,
+            processes=[by_name[n] for n in order],
+        )
+
+
+def resolve_plan(
+    config: Config, file: str, *, gpus: list[int] | None = None, python: str | None = None
+) -> Plan:
+    """The processes ``config`` (read from ``file``) asks for, in start order; raises ConfigError.
+
+    ``gpus`` overrides the GPU inventory (tests); ``python`` the interpreter corral's own
+    processes run with (default: this one).
+    """
+    return _Builder(config, file, gpus, python or sys.executable).build()

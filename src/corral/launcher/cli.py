@@ -1,0 +1,227 @@
+"""CLI: ``corral up | down | status | logs | start | stop | restart | config check``.
+
+Every command takes ``-c FILE`` (default ``./corral.toml``) and finds the running launcher
+through ``state_dir/launcher.json``. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+_CONFIG = typer.Option("corral.toml", "-c", "--config", help="corral.toml (or services.json) to use.")
+
+
+def _plan(config: str) -> Any:
+    from corral.config import load_plan
+
+    return load_plan(config)
+
+
+def _client(config: str) -> Any:
+    from corral.launcher.client import ControlClient
+
+    return ControlClient.for_plan(_plan(config))
+
+
+def up(
+    config: str = _CONFIG,
+    detach: bool = typer.Option(
+        False, "-d", "--detach", help="Run in the background; return once all are healthy."
+    ),
+    timeout: float = typer.Option(
+        300, "--timeout", help="With -d: seconds to wait for everything to be healthy."
+    ),
+    foreground_daemon: bool = typer.Option(False, "--foreground-daemon", hidden=True),
+) -> None:
+    """Start the registry, router, sitters and services in dependency order, and supervise them."""
+    import asyncio
+    import time
+
+    from corral.launcher.state import LauncherLock, StateDir, read_info
+
+    t0 = time.monotonic()
+    plan = _plan(config)
+    state = StateDir(plan.state_dir)
+    info = read_info(state)
+    probe = LauncherLock(state)
+    if info is not None or not probe.acquire():
+        where = f" (pid {info['pid']}, control http://{info['host']}:{info['port']})" if info else ""
+        typer.echo(f"corral is already running for {plan.state_dir}{where}")
+        raise typer.Exit(0)
+    probe.release()
+    if detach:
+        from corral.launcher.console import banner
+        from corral.launcher.daemon import UpFailed, fork_daemon, wait_healthy
+
+        daemon = fork_daemon(plan)
+        try:
+            services = wait_healthy(plan, daemon, timeout)
+        except UpFailed as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            if daemon.poll() is None:
+                typer.echo(
+                    "the launcher keeps running; inspect with `corral status`, stop with `corral down`",
+                    err=True,
+                )
+            raise typer.Exit(1) from None
+        n = sum(1 for s in services if s["state"] == "healthy")
+        typer.echo(
+            f"corral is up: {n} process(es) healthy in {time.monotonic() - t0:.2f}s (pid {daemon.pid})"
+        )
+        typer.echo(banner(plan))
+        return
+    from corral.launcher.server import run_launcher
+
+    try:
+        import uvloop
+
+        code = uvloop.run(run_launcher(plan, interactive=not foreground_daemon))
+    except ImportError:  # pragma: no cover - non-Linux
+        code = asyncio.run(run_launcher(plan, interactive=not foreground_daemon))
+    raise typer.Exit(code)
+
+
+def down(
+    config: str = _CONFIG,
+    timeout: float = typer.Option(60, "--timeout", help="Seconds to wait for the launcher to stop."),
+) -> None:
+    """Stop everything (reverse dependency order) and make sure no process survives."""
+    from corral.launcher.down import down as do_down
+
+    typer.echo(do_down(_plan(config), timeout))
+
+
+def status(
+    config: str = _CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print {'services': [...]} as JSON."),
+) -> None:
+    """Show every process; exit 1 when something that should run is not healthy."""
+    from corral.launcher.client import NotRunning
+
+    try:
+        services = _client(config).get("/api/services")["services"]
+    except NotRunning as exc:
+        if as_json:
+            typer.echo(json.dumps({"services": [], "running": False}))
+        else:
+            typer.echo(str(exc))
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"services": services, "running": True}, indent=2))
+    else:
+        from rich.console import Console
+
+        from corral.launcher.views import status_table
+
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        console.print(status_table(services))
+    wanted = [s for s in services if s.get("auto_start") or s["state"] != "stopped"]
+    if any(s["state"] != "healthy" for s in wanted):
+        raise typer.Exit(1)
+
+
+def logs(
+    name: str = typer.Argument(..., help="Process name (e.g. chat-0, router)."),
+    config: str = _CONFIG,
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    tail: int = typer.Option(100, "--tail", "-n", help="Lines to show first."),
+) -> None:
+    """Print a process's log (read from state_dir/logs, so it works with the launcher down too)."""
+    from corral.errors import CorralError
+    from corral.launcher.logtail import follow_lines, read_tail
+    from corral.launcher.state import StateDir
+
+    plan = _plan(config)
+    path = StateDir(plan.state_dir).log_file(name)
+    if plan.get(name) is None and not path.exists():
+        names = ", ".join(p.name for p in plan.processes)
+        raise CorralError(f"no process named {name!r} (processes: {names})")
+    if not follow:
+        for line in read_tail(path, tail):
+            typer.echo(line)
+        return
+    import asyncio
+
+    async def run() -> None:
+        async for line in follow_lines(path, tail):
+            if line is not None:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+def _action(action: str, name: str | None, all_: bool, config: str) -> None:
+    from corral.errors import CorralError
+
+    plan = _plan(config)
+    from corral.launcher.client import ControlClient
+
+    client = ControlClient.for_plan(plan)
+    if all_:
+        path = f"/api/all/{action}"
+    elif name is None:
+        raise CorralError(f"corral {action}: give a process or group name, or --all")
+    elif plan.get(name) is not None:
+        path = f"/api/services/{name}/{action}"
+    elif name in plan.groups():
+        path = f"/api/groups/{name}/{action}"
+    else:
+        raise CorralError(f"no process or group named {name!r}")
+    doc = client.post(path, timeout=300)
+    for s in doc["services"]:
+        typer.echo(f"{s['name']}: {s['state']}")
+
+
+def start(
+    name: str | None = typer.Argument(None, help="Process or group name."),
+    all_: bool = typer.Option(False, "--all", help="Every process."),
+    config: str = _CONFIG,
+) -> None:
+    """Start a process or group (its dependencies first)."""
+    _action("start", name, all_, config)
+
+
+def stop(
+    name: str | None = typer.Argument(None, help="Process or group name."),
+    all_: bool = typer.Option(False, "--all", help="Every process."),
+    config: str = _CONFIG,
+) -> None:
+    """Stop a process or group (the launcher keeps running)."""
+    _action("stop", name, all_, config)
+
+
+def restart(
+    name: str | None = typer.Argument(None, help="Process or group name."),
+    all_: bool = typer.Option(False, "--all", help="Every process."),
+    config: str = _CONFIG,
+) -> None:
+    """Restart a process or group."""
+    _action("restart", name, all_, config)
+
+
+config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)
+
+
+@config_app.command("check")
+def config_check(config: str = _CONFIG) -> None:
+    """Validate the config and print the plan: every process, argv, ports, GPUs, start order."""
+    from corral.launcher.plan_view import print_plan
+
+    print_plan(_plan(config))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the launcher's commands to the ``corral`` app."""
+    for fn in (up, down, status, logs, start, stop, restart):
+        app.command(fn.__name__)(fn)
+    app.add_typer(config_app, name="config")

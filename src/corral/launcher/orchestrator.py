@@ -1,0 +1,261 @@
+"""The launcher's core: one Supervisor per planned process, started in dependency order.
+
+A process starts when each of its dependencies reached its condition (``started`` or
+``healthy``); starting a process starts its dependencies first. Stopping everything goes by
+dependency depth, deepest first, each level in parallel. State changes are fanned out to the
+control API's subscribers as plain dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from corral.config import Plan, ProcessPlan
+from corral.launcher.state import StateDir
+from corral.proc.events import State, StateEvent
+from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
+from corral.proc.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+_STARTED = {State.STARTING, State.HEALTHY, State.UNHEALTHY, State.RESTARTING}
+_RUNNING = {State.STARTING, State.HEALTHY, State.UNHEALTHY, State.RESTARTING, State.STOPPING}
+
+
+def process_spec(p: ProcessPlan, state: StateDir) -> ProcessSpec:
+    """The corral.proc spec of a planned process."""
+    # A sitter's backend port is held by the backend, which outlives a sitter restart (the new
+    # sitter adopts it): only the sitter's own port must be free when the sitter spawns.
+    ports = [p.ports["sitter"]] if p.kind == "sitter" else list(p.ports.values())
+    return ProcessSpec(
+        name=p.name,
+        argv=p.argv,
+        env=p.env,
+        cwd=p.cwd,
+        log_file=state.log_file(p.name),
+        pid_file=state.pid_file(p.name),
+        ports=ports,
+        readiness=Probe(**p.readiness.model_dump()) if p.readiness else None,
+        liveness=Probe(**p.liveness.model_dump()) if p.liveness else None,
+        start_timeout_s=p.start_timeout_s,
+        restart=RestartPolicy(**p.restart.model_dump()),
+        stop_grace_s=p.stop_grace_s,
+    )
+
+
+def event_dict(ev: StateEvent) -> dict[str, Any]:
+    """A StateEvent as the control API sends it."""
+    return {
+        "name": ev.name,
+        "state": str(ev.state),
+        "previous": str(ev.previous),
+        "at": ev.at,
+        "pid": ev.pid,
+        "reason": ev.reason,
+        "restarts": ev.restarts,
+        "exit_code": ev.exit_code,
+    }
+
+
+class EventFeed:
+    """Fan-out of state-change dicts to any number of async subscribers (never blocks the sender)."""
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._maxsize = maxsize
+        self.history: deque[dict[str, Any]] = deque(maxlen=maxsize)  # replayed to late subscribers
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.history.append(event)
+        for q in self._queues:
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()  # a slow reader loses its oldest event
+            q.put_nowait(event)
+
+    async def subscribe(self, replay: bool = False) -> AsyncIterator[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._maxsize)
+        for ev in self.history if replay else ():
+            q.put_nowait(ev)
+        self._queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._queues.discard(q)
+
+
+class Orchestrator:
+    """Owns the supervisors of a plan; every method runs on the launcher's event loop."""
+
+    def __init__(self, plan: Plan, *, on_line: Callable[[str, str], None] | None = None) -> None:
+        self.plan = plan
+        self.state = StateDir(plan.state_dir)
+        self.feed = EventFeed()
+        self.stopping = False
+        self.sups: dict[str, Supervisor] = {}
+        for p in plan.processes:
+            cb = (lambda line, n=p.name: on_line(n, line)) if on_line else None
+            self.sups[p.name] = Supervisor(process_spec(p, self.state), on_line=cb)
+        self.waiting: dict[str, str] = {}  # name -> what it waits for
+        self._starts: dict[str, asyncio.Task[None]] = {}
+        self._changed = asyncio.Event()
+        self._pumps: list[asyncio.Task[None]] = []
+
+    # -- events ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Start listening to every supervisor (call once, on the running loop)."""
+        for sup in self.sups.values():
+            self._pumps.append(asyncio.create_task(self._pump(sup)))
+
+    async def _pump(self, sup: Supervisor) -> None:
+        async for ev in sup.subscribe():
+            self.feed.publish(event_dict(ev))
+            self._changed.set()
+
+    def _note(self, name: str, state: str, reason: str | None) -> None:
+        """Publish a launcher-level change (waiting for dependencies) like a supervisor event."""
+        sup = self.sups[name]
+        self.feed.publish(
+            {
+                "name": name,
+                "state": state,
+                "previous": str(sup.state),
+                "at": time.time(),
+                "pid": sup.pid,
+                "reason": reason,
+                "restarts": sup.restarts,
+                "exit_code": None,
+            }
+        )
+        self._changed.set()
+
+    async def _changed_wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    # -- start ----------------------------------------------------------------------------------
+    def names(self, target: str) -> list[str]:
+        """Process names for a process name, a group, or ``all``; [] when unknown."""
+        if target == "all":
+            return [p.name for p in self.plan.processes]
+        if target in self.sups:
+            return [target]
+        return self.plan.groups().get(target, [])
+
+    def start(self, name: str) -> asyncio.Task[None]:
+        """Start ``name`` once its dependencies are ready (starting them too); idempotent."""
+        task = self._starts.get(name)
+        if task is None or task.done():
+            task = asyncio.create_task(self._start_when_ready(name), name=f"start {name}")
+            self._starts[name] = task
+        return task
+
+    def start_all(self) -> None:
+        """Start every auto_start process, and any process a previous launcher left running."""
+        self.stopping = False
+        for p in self.plan.processes:
+            if p.auto_start or self._left_running(p.name):
+                self.start(p.name)
+
+    def _left_running(self, name: str) -> bool:
+        from corral.proc import pidfile
+
+        spec = self.sups[name].spec
+        return spec.pid_file is not None and pidfile.adoptable(spec.pid_file, spec.argv) is not None
+
+    async def _start_when_ready(self, name: str) -> None:
+        p = self.plan.get(name)
+        assert p is not None
+        for d in p.depends_on:
+            if self.sups[d.name].state not in _RUNNING:
+                self.start(d.name)
+        for d in p.depends_on:
+            self.waiting[name] = f"waiting for {d.name} ({d.condition})"
+            self._note(name, "starting", self.waiting[name])
+            problem = await self._reached(d.name, d.condition)
+            if problem:
+                self.waiting.pop(name, None)
+                self._note(name, "stopped", f"not started: {d.name} {problem}")
+                return
+        self.waiting.pop(name, None)
+        if not self.stopping:
+            await self.sups[name].start()
+
+    async def _reached(self, name: str, condition: str) -> str | None:
+        """None once ``name`` reached ``condition``; else why it never will."""
+        sup = self.sups[name]
+        while True:
+            if condition == "started" and sup.state in _STARTED:
+                return None
+            if sup.state == State.HEALTHY:
+                return None
+            if sup.state == State.FAILED:
+                return f"failed: {sup.reason}"
+            if self.stopping:
+                return "is stopping"
+            pending = self._starts.get(name)
+            if sup.state == State.STOPPED and (pending is None or pending.done()):
+                return "is stopped"
+            await self._changed_wait()
+
+    # -- stop -----------------------------------------------------------------------------------
+    async def stop(self, names: list[str]) -> None:
+        """Stop ``names``, dependents before their dependencies."""
+        for n in names:
+            task = self._starts.pop(n, None)
+            if task is not None and not task.done():
+                task.cancel()
+            if self.waiting.pop(n, None) is not None:
+                self._note(n, "stopped", "start cancelled")
+        levels = self.plan.levels()
+        for level in sorted({levels[n] for n in names}, reverse=True):
+            batch = [
+                self.sups[n] for n in names if levels[n] == level and self.sups[n].state != State.STOPPED
+            ]
+            await asyncio.gather(*(s.stop() for s in batch))
+
+    async def stop_all(self) -> None:
+        """Stop everything (no dependency waits any more, nothing restarts)."""
+        self.stopping = True
+        self._changed.set()
+        await self.stop([p.name for p in self.plan.processes])
+
+    async def restart(self, names: list[str]) -> None:
+        """Restart running ones in place; start stopped ones (after their dependencies)."""
+        running = [n for n in names if self.sups[n].state in _RUNNING]
+        await asyncio.gather(*(self.sups[n].restart() for n in running))
+        for n in names:
+            if n not in running:
+                self.start(n)
+
+    async def close(self, *, detach: bool = False) -> None:
+        """Stop (or just let go of, with ``detach``) every process and the event pumps."""
+        if detach:
+            self.stopping = True
+            await asyncio.gather(*(s.detach() for s in self.sups.values()))
+        else:
+            await self.stop_all()
+        for t in self._pumps:
+            t.cancel()
+        for t in self._starts.values():
+            t.cancel()
+
+    # -- views ----------------------------------------------------------------------------------
+    def all_healthy(self) -> bool:
+        """True when every process that should run (auto_start or started) is healthy."""
+        return all(self.sups[n].state == State.HEALTHY for n in self.expected())
+
+    def expected(self) -> list[str]:
+        """Processes that should be up now."""
+        return [
+            p.name
+            for p in self.plan.processes
+            if p.name in self._starts or self.sups[p.name].state != State.STOPPED
+        ]

@@ -1,0 +1,128 @@
+"""``corral up`` in the foreground (or as the detached daemon): supervise, serve the control API,
+stop everything in reverse order on SIGINT/SIGTERM or ``POST /api/shutdown``.
+
+Signals only set flags; the loop does the work. A second Ctrl-C skips the grace periods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from corral.config import Plan
+from corral.errors import SpawnError
+from corral.launcher.api import create_app
+from corral.launcher.orchestrator import Orchestrator
+from corral.launcher.state import LauncherLock, StateDir, remove_info, write_info
+from corral.proc.tree import kill_now, port_holder
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the launcher owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        holder = port_holder(port, host)
+        who = f" by pid {holder[0]} ({holder[1][:80]})" if holder else ""
+        raise SpawnError(f"dashboard port {host}:{port} is taken{who}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def write_files(plan: Plan) -> None:
+    """Files the plan hands to children (the router's settings): private, since they hold tokens."""
+    for p in plan.processes:
+        for path, text in p.files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+
+
+async def run_launcher(plan: Plan, *, interactive: bool) -> int:
+    """Run until asked to stop; 0 on a clean stop. Raises SpawnError if the control port is taken.
+
+    The caller holds nothing: this takes the state dir's lock (False -> another launcher runs).
+    """
+    state = StateDir(plan.state_dir)
+    lock = LauncherLock(state)
+    if not lock.acquire():
+        raise SpawnError(f"another launcher already runs for {plan.state_dir}")
+    try:
+        return await _run(plan, state, interactive)
+    finally:
+        remove_info(state)
+        lock.release()
+
+
+async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
+    sock = _bind(plan.host, plan.dashboard_port)
+    write_files(plan)
+    term = None
+    if interactive:
+        from corral.launcher.console import Terminal, banner
+
+        term = Terminal(plan)
+    orch = Orchestrator(plan, on_line=term.line if term else None)
+    shutdown = asyncio.Event()
+    force = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if shutdown.is_set():
+            force.set()
+        shutdown.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+    app = create_app(orch, plan.token, shutdown)
+    # Open SSE streams never end by themselves: give them a second, then close.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1
+    )
+    server = _Server(config)
+    server_task = asyncio.create_task(server.serve(sockets=[sock]))
+    write_info(state, host=plan.host, port=plan.dashboard_port, config=plan.config_file)
+    orch.open()
+    orch.start_all()
+    live_task = None
+    if term is not None:
+        term.console.print(banner(plan) + "\n")
+        live_task = asyncio.create_task(term.live(orch, shutdown))
+    await shutdown.wait()
+    if term is not None:
+        term.console.print("stopping (Ctrl-C again to kill at once)...")
+    stopper = asyncio.create_task(orch.close())
+    forced = asyncio.create_task(force.wait())
+    await asyncio.wait({stopper, forced}, return_when=asyncio.FIRST_COMPLETED)
+    if not stopper.done():
+        for sup in orch.sups.values():
+            if sup.pid:
+                kill_now(sup.pid)
+        await stopper
+    forced.cancel()
+    if live_task is not None:
+        await live_task
+    server.should_exit = True
+    await server_task
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    return 0

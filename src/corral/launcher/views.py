@@ -1,0 +1,95 @@
+"""What status views show: one dict per process (the control API's shape) and the rich table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from corral.launcher.orchestrator import Orchestrator
+
+_COLOURS = {
+    "stopped": "grey50",
+    "starting": "yellow",
+    "restarting": "yellow",
+    "stopping": "yellow",
+    "healthy": "green",
+    "unhealthy": "red",
+    "failed": "red",
+}
+
+
+def service_view(orch: Orchestrator, name: str, tail: int = 0) -> dict[str, Any]:
+    """The control API's description of one process."""
+    p = orch.plan.get(name)
+    assert p is not None
+    sup = orch.sups[name]
+    info = sup.info()
+    waiting = orch.waiting.get(name)
+    view: dict[str, Any] = {
+        "name": name,
+        "kind": p.kind,
+        "group": p.group,
+        "state": "starting" if waiting else info["state"],
+        "pid": info["pid"],
+        "ports": p.ports,
+        "url": p.url,
+        "uptime_s": info["uptime_s"],
+        "started_at": info.get("started_at"),
+        "restarts": info["restarts"],
+        "last_exit": info["last_exit"],
+        "reason": waiting or info["reason"],
+        "cpu_percent": info["cpu_percent"],
+        "rss_bytes": info["rss_bytes"],
+        "children": info["children"],
+        "models": p.models,
+        "gpus": p.gpus,
+        "depends_on": [{"name": d.name, "condition": d.condition} for d in p.depends_on],
+        "auto_start": p.auto_start,
+        "adopted": info.get("adopted", False),
+        "log_file": str(sup.spec.log_file) if sup.spec.log_file else None,
+    }
+    if info["state"] == "failed":
+        view["tail"] = info.get("last_lines") or sup.tail(20)
+    elif tail:
+        view["tail"] = sup.tail(tail)
+    return view
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1048576:.0f} MB"
+
+
+def _uptime(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_table(services: list[dict[str, Any]], title: str | None = None) -> Table:
+    """A rich table of service views."""
+    from rich.table import Table
+
+    t = Table(title=title, expand=False, title_justify="left")
+    for col in ("name", "kind", "state", "pid", "ports", "uptime", "restarts", "cpu", "mem", "reason"):
+        t.add_column(col, no_wrap=col != "reason", overflow="fold")
+    for s in services:
+        colour = _COLOURS.get(s["state"], "white")
+        cpu = s.get("cpu_percent")
+        t.add_row(
+            s["name"],
+            s["kind"],
+            f"[{colour}]{s['state']}[/]",
+            str(s["pid"] or "-"),
+            ",".join(str(v) for v in s["ports"].values()) or "-",
+            _uptime(s.get("uptime_s")),
+            str(s.get("restarts", 0)),
+            "-" if cpu is None else f"{cpu:.0f}%",
+            _size(s.get("rss_bytes")),
+            (s.get("reason") or "") if s["state"] != "healthy" else "",
+        )
+    return t

@@ -1,0 +1,56 @@
+"""``corral mock``: the OpenAI-compatible mock backend's command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``mock`` command to the ``corral`` CLI."""
+
+    @app.command("mock")
+    def mock(
+        host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+        port: int = typer.Option(8100, help="Port to listen on (0: any free port, one worker only)."),
+        models: str = typer.Option("mock-model", help="Comma-separated model names served."),
+        ttft_ms: float = typer.Option(0.0, help="Time to first token, ms."),
+        itl_ms: float = typer.Option(0.0, help="Inter-token latency, ms."),
+        max_tokens: int = typer.Option(16, help="Token limit when a request sets no max_tokens."),
+        startup_delay_s: float = typer.Option(0.0, help="Seconds /health answers 503 'loading'."),
+        fail_rate: float = typer.Option(0.0, help="Fraction of inference requests answered 500/503."),
+        crash_after: int | None = typer.Option(None, help="Exit hard when inference request N+1 arrives."),
+        hang_after: int | None = typer.Option(None, help="Never answer again after N inference requests."),
+        seed: int = typer.Option(0, help="Seed of the generated text, embeddings and fault draws."),
+        workers: int = typer.Option(1, help="Serving processes sharing the port (SO_REUSEPORT)."),
+        embedding_dim: int = typer.Option(64, help="Dimension of the embeddings."),
+        cuda_mem_gb: float = typer.Option(0.0, help="GiB of GPU memory each worker holds (needs torch)."),
+    ) -> None:
+        """Serve a fake OpenAI-compatible API: for tests, demos and benchmarks without a GPU."""
+        from corral.mock.config import MockConfig, parse_models
+
+        config = MockConfig(
+            host=host,
+            port=port,
+            models=parse_models(models),
+            ttft_ms=ttft_ms,
+            itl_ms=itl_ms,
+            max_tokens=max_tokens,
+            startup_delay_s=startup_delay_s,
+            fail_rate=fail_rate,
+            crash_after=crash_after,
+            hang_after=hang_after,
+            seed=seed,
+            workers=workers,
+            embedding_dim=embedding_dim,
+            cuda_mem_gb=cuda_mem_gb,
+        )
+        if config.workers == 1:
+            from corral.mock.server import run_one
+
+            run_one(config)
+        else:
+            from corral.mock.workers import run_workers
+
+            sys.exit(run_workers(config))

@@ -1,0 +1,61 @@
+"""The mock server's settings: one frozen object built by the CLI or by an embedding test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """Everything `corral mock` can be told. Times are milliseconds unless the name says ``_s``.
+
+    ``crash_after`` / ``hang_after`` count inference requests (chat, completions, embeddings):
+    the first N are served, request N+1 crashes the process (``os._exit``) or hangs it.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8100
+    models: tuple[str, ...] = ("mock-model",)
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    max_tokens: int = 16
+    startup_delay_s: float = 0.0
+    fail_rate: float = 0.0
+    crash_after: int | None = None
+    hang_after: int | None = None
+    seed: int = 0
+    workers: int = 1
+    embedding_dim: int = 64
+    cuda_mem_gb: float = 0.0
+    reuse_port: bool = field(default=False, repr=False)  # set for each worker when workers > 1
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str, str]] = [
+            (
+                bool(self.models) and all(m.strip() for m in self.models),
+                "--models",
+                "name at least one model",
+            ),
+            (0 <= self.port <= 65535, "--port", "must be 0..65535"),
+            (self.ttft_ms >= 0, "--ttft-ms", "must be >= 0"),
+            (self.itl_ms >= 0, "--itl-ms", "must be >= 0"),
+            (self.max_tokens >= 1, "--max-tokens", "must be >= 1"),
+            (self.startup_delay_s >= 0, "--startup-delay-s", "must be >= 0"),
+            (0.0 <= self.fail_rate <= 1.0, "--fail-rate", "must be between 0 and 1"),
+            (self.crash_after is None or self.crash_after >= 0, "--crash-after", "must be >= 0"),
+            (self.hang_after is None or self.hang_after >= 0, "--hang-after", "must be >= 0"),
+            (self.workers >= 1, "--workers", "must be >= 1"),
+            (1 <= self.embedding_dim <= 65536, "--embedding-dim", "must be 1..65536"),
+            (self.cuda_mem_gb >= 0, "--cuda-mem-gb", "must be >= 0"),
+        ]
+        for ok, flag, message in checks:
+            if not ok:
+                raise ConfigError(message, field=flag)
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``, keeping order and dropping duplicates."""
+    names = [m.strip() for m in text.split(",")]
+    return tuple(dict.fromkeys(m for m in names if m))

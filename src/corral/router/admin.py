@@ -1,0 +1,91 @@
+"""Admin routes (admin token): manage static workers, also in the SGLang router's spelling."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from aiohttp import web
+
+from corral.router.discovery import Discovery
+from corral.router.pool import Pool
+from corral.router.responses import error, json_response
+
+_URL_HELP = 'give the worker as ?url=http://host:port or {"url": ...}'
+
+
+class Admin:
+    """``GET/POST/DELETE /workers``, ``POST /add_worker?url=``, ``POST /remove_worker?url=``,
+    ``GET /list_workers``."""
+
+    def __init__(self, pool: Pool, discovery: Discovery, token: str | None, new_id: object) -> None:
+        self.pool = pool
+        self.discovery = discovery
+        self.token = token
+        self.new_id = new_id
+
+    def routes(self) -> list[web.RouteDef]:
+        """The admin route table."""
+        return [
+            web.get("/workers", self.list_workers),
+            web.post("/workers", self.add_worker),
+            web.delete("/workers", self.remove_worker),
+            web.get("/list_workers", self.list_workers),
+            web.post("/add_worker", self.add_worker),
+            web.post("/remove_worker", self.remove_worker),
+        ]
+
+    def _rid(self, request: web.Request) -> str:
+        return request.headers.get("X-Request-ID") or self.new_id()  # type: ignore[operator,no-any-return]
+
+    def _denied(self, request: web.Request, rid: str) -> web.Response | None:
+        if self.token is None:
+            return None
+        got = request.headers.get("Authorization", "")
+        if got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), self.token.encode()):
+            return None
+        return error(401, "admin token required", rid, "invalid_admin_token")
+
+    async def _url(self, request: web.Request) -> str | None:
+        url = request.query.get("url")
+        if url is None and request.can_read_body:
+            try:
+                doc = json.loads(await request.read())
+            except ValueError:
+                return None
+            url = doc.get("url") if isinstance(doc, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return None
+        return url.rstrip("/")
+
+    async def list_workers(self, request: web.Request) -> web.Response:
+        """Every instance with its health, circuit and load."""
+        rid = self._rid(request)
+        if (denied := self._denied(request, rid)) is not None:
+            return denied
+        workers = [i.as_dict() for i in self.pool.instances.values()]
+        return json_response({"workers": workers, "urls": [w["url"] for w in workers]}, rid)
+
+    async def add_worker(self, request: web.Request) -> web.Response:
+        """Add a static worker by URL (``?url=`` or JSON ``{"url": ...}``)."""
+        rid = self._rid(request)
+        if (denied := self._denied(request, rid)) is not None:
+            return denied
+        url = await self._url(request)
+        if url is None:
+            return error(400, 'give the worker as ?url=http://host:port or {"url": ...}', rid, "invalid_url")
+        limit = request.query.get("max_concurrency", "0")
+        inst = self.discovery.add_static(url, int(limit) if limit.isdigit() else 0)
+        return json_response({"status": "ok", "worker": inst.as_dict()}, rid)
+
+    async def remove_worker(self, request: web.Request) -> web.Response:
+        """Remove a static worker by URL."""
+        rid = self._rid(request)
+        if (denied := self._denied(request, rid)) is not None:
+            return denied
+        url = await self._url(request)
+        if url is None:
+            return error(400, 'give the worker as ?url=http://host:port or {"url": ...}', rid, "invalid_url")
+        if not self.discovery.remove_static(url):
+            return error(404, f"no static worker {url}", rid, "worker_not_found")
+        return json_response({"status": "ok", "url": url}, rid)

@@ -1,0 +1,109 @@
+"""Router settings: the ``[router]`` table of a TOML file, overlaid with command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corral.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkerSpec(_Strict):
+    """A statically configured worker; its models come from probing its ``/v1/models``."""
+
+    url: str
+    max_concurrency: int = Field(default=0, ge=0)  # 0 = unlimited
+
+    @field_validator("url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"worker URL {v!r} must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class Timeouts(_Strict):
+    """Upstream timeouts in seconds. Streams have no total limit, only ``read`` between chunks."""
+
+    connect: float = Field(default=3.0, gt=0)
+    read: float = Field(default=600.0, gt=0)  # first byte and between stream chunks
+    total: float = Field(default=1800.0, gt=0)  # non-streaming requests
+
+
+class Breaker(_Strict):
+    """Circuit breaker: open after ``failures`` consecutive failures, half-open after ``cooldown_s``."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=5.0, gt=0)
+
+
+class RouterSettings(_Strict):
+    """Everything the router needs; built from the config file, then flags override."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    policy: str = "least_outstanding"
+    registry_url: str | None = None
+    workers: list[WorkerSpec] = Field(default_factory=list)
+    max_concurrency: dict[str, int] = Field(default_factory=dict)  # per worker URL
+    aliases: dict[str, str] = Field(default_factory=dict)
+    api_keys_env: str = "CORRAL_API_KEYS"
+    admin_token: str | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: int = Field(default=3, ge=0)  # extra attempts on other instances
+    breaker: Breaker = Field(default_factory=Breaker)
+    queue_size: int = Field(default=1024, ge=0)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    probe_interval_s: float = Field(default=5.0, gt=0)  # healthy static workers
+    probe_down_interval_s: float = Field(default=0.5, gt=0)  # workers out of rotation
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _worker_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"url": w} if isinstance(w, str) else w for w in v]
+        return v
+
+    def concurrency_for(self, url: str) -> int:
+        """The configured concurrency limit of a worker URL (0 = none)."""
+        url = url.rstrip("/")
+        for w in self.workers:
+            if w.url == url and w.max_concurrency:
+                return w.max_concurrency
+        return self.max_concurrency.get(url, 0)
+
+
+def load_settings(path: str | Path | None, overrides: dict[str, Any]) -> RouterSettings:
+    """Read ``[router]`` from a TOML file (optional) and apply non-None ``overrides`` on top."""
+    data: dict[str, Any] = {}
+    file = str(path) if path else None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=file) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+        data = dict(doc.get("router", {}))
+    for key, value in overrides.items():
+        if value is None or value == []:
+            continue
+        if key == "workers":
+            data["workers"] = [*data.get("workers", []), *value]
+        else:
+            data[key] = value
+    try:
+        return RouterSettings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "router." + ".".join(str(p) for p in err["loc"])
+        raise ConfigError(err["msg"], file=file, field=field) from None

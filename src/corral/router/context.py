@@ -1,0 +1,55 @@
+"""Per-request state shared by the proxy, the policies and the cancel endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+# How much of the conversation identifies it for prefix affinity: the first messages up to and
+# including the first user turn (system prompt + opening question), or the prompt's first bytes.
+_PROMPT_PREFIX = 256
+
+
+class RequestContext:
+    """What the router knows about one proxied request."""
+
+    __slots__ = ("_key", "body", "cancelled", "request_id", "session_id", "task")
+
+    def __init__(
+        self, request_id: str, body: dict[str, Any], session_id: str | None, task: asyncio.Task[Any] | None
+    ) -> None:
+        self.request_id = request_id
+        self.body = body
+        self.session_id = session_id
+        self.task = task
+        self.cancelled = False
+        self._key: bytes | None = None
+
+    def affinity_key(self) -> bytes | None:
+        """Session header, ``user`` field, or the conversation's opening; None if none."""
+        if self._key is None:
+            self._key = _key(self.session_id, self.body)
+        return self._key or None
+
+
+def _key(session_id: str | None, body: dict[str, Any]) -> bytes:
+    if session_id:
+        return b"s:" + session_id.encode()
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return b"u:" + user.encode()
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        opening = []
+        for m in messages:
+            opening.append(m)
+            if isinstance(m, dict) and m.get("role") == "user":
+                break
+        return b"m:" + json.dumps(opening, sort_keys=True, separators=(",", ":")).encode()
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt:
+        prompt = prompt[0]
+    if isinstance(prompt, str) and prompt:
+        return b"p:" + prompt[:_PROMPT_PREFIX].encode()
+    return b""

@@ -1,0 +1,140 @@
+"""Router metrics: plain counters on the hot path, Prometheus text only when scraped.
+
+Recording is a dict lookup and an integer add (no locks: everything runs on one event loop).
+Histograms count by ``bisect`` into int lists. A custom collector turns it all into Prometheus
+families at scrape time, together with live gauges read from the pool.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from corral.router.instance import CLOSED, HALF_OPEN, OPEN
+from corral.router.pool import Pool
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_CIRCUIT = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+class Histogram:
+    """Fixed-bucket histogram: per-bucket counts plus a running sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation (seconds)."""
+        self.counts[bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+
+class Metrics:
+    """All counters of one router process."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.ttft: dict[str, Histogram] = {}
+        self.prompt_tokens: dict[str, int] = {}
+        self.completion_tokens: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+        self.errors: dict[tuple[str, int], int] = {}  # answered by the router itself
+
+    def request(self, model: str, instance: str, status: int, seconds: float) -> None:
+        """One proxied request finished with ``status`` after ``seconds``."""
+        key = (model, instance, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        h = self.latency.get(model)
+        if h is None:
+            h = self.latency[model] = Histogram()
+        h.observe(seconds)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        """Time from request arrival to the first streamed byte."""
+        h = self.ttft.get(model)
+        if h is None:
+            h = self.ttft[model] = Histogram()
+        h.observe(seconds)
+
+    def usage(self, model: str, prompt: int, completion: int) -> None:
+        """Token counts read from the response's usage."""
+        self.prompt_tokens[model] = self.prompt_tokens.get(model, 0) + prompt
+        self.completion_tokens[model] = self.completion_tokens.get(model, 0) + completion
+
+    def retry(self, model: str) -> None:
+        """One more attempt on another instance."""
+        self.retries[model] = self.retries.get(model, 0) + 1
+
+    def error(self, model: str, status: int) -> None:
+        """A request the router answered itself with an error status."""
+        key = (model, status)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics, pool: Pool) -> None:
+        self.m = metrics
+        self.pool = pool
+
+    def collect(self) -> Iterator[Any]:
+        m = self.m
+        c = CounterMetricFamily(
+            "corral_router_requests", "Proxied requests by outcome.", labels=["model", "instance", "status"]
+        )
+        for (model, url, status), n in list(m.requests.items()):
+            c.add_metric([model, url, str(status)], n)
+        yield c
+        c = CounterMetricFamily(
+            "corral_router_errors", "Requests the router answered with an error.", labels=["model", "status"]
+        )
+        for (model, status), n in list(m.errors.items()):
+            c.add_metric([model, str(status)], n)
+        yield c
+        for name, doc, data in (
+            ("corral_router_request_duration_seconds", "Request latency.", m.latency),
+            ("corral_router_ttft_seconds", "Time to first streamed byte.", m.ttft),
+        ):
+            h = HistogramMetricFamily(name, doc, labels=["model"])
+            for model, hist in list(data.items()):
+                acc, buckets = 0, []
+                for bound, n in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
+                    acc += n
+                    buckets.append(("+Inf" if bound == float("inf") else str(bound), acc))
+                h.add_metric([model], buckets, hist.total)
+            yield h
+        for name, doc, data2 in (
+            ("corral_router_prompt_tokens", "Prompt tokens from usage.", m.prompt_tokens),
+            ("corral_router_completion_tokens", "Completion tokens from usage.", m.completion_tokens),
+            ("corral_router_retries", "Attempts retried on another instance.", m.retries),
+        ):
+            c = CounterMetricFamily(name, doc, labels=["model"])
+            for model, n in list(data2.items()):
+                c.add_metric([model], n)
+            yield c
+        inflight = GaugeMetricFamily("corral_router_in_flight", "Requests in flight.", labels=["instance"])
+        healthy = GaugeMetricFamily("corral_router_instance_healthy", "1 when routable.", labels=["instance"])
+        circuit = GaugeMetricFamily(
+            "corral_router_circuit_state", "0 closed, 1 half-open, 2 open.", labels=["instance"]
+        )
+        for inst in list(self.pool.instances.values()):
+            inflight.add_metric([inst.url], inst.outstanding)
+            healthy.add_metric([inst.url], 1 if inst.healthy else 0)
+            circuit.add_metric([inst.url], _CIRCUIT[inst.circuit])
+        yield inflight
+        yield healthy
+        yield circuit
+
+
+def make_renderer(metrics: Metrics, pool: Pool) -> Any:
+    """A function returning the Prometheus text exposition of ``metrics`` and ``pool``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(metrics, pool))  # type: ignore[arg-type]
+    return lambda: generate_latest(registry)

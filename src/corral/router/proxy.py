@@ -1,0 +1,352 @@
+"""The data path: one aiohttp handler that routes a ``/v1/*`` JSON POST to an instance.
+
+Retries happen only before any byte reached the client: on connect errors, on a backend that
+dies before answering, and on 429/502/503/504. A stream is relayed chunk by chunk as it arrives
+(cut on line boundaries only); if the backend dies mid-stream the client gets an SSE ``error``
+event and a clean end of the body. The upstream request is closed as soon as the client leaves
+(the server runs with ``handler_cancellation``) or ``/v1/cancel/{id}`` is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from corral.router import sse
+from corral.router.config import RouterSettings
+from corral.router.context import RequestContext
+from corral.router.instance import Instance
+from corral.router.metrics import Metrics
+from corral.router.pool import Pool, QueueFull, QueueTimeout
+from corral.router.responses import error
+
+_RETRY_STATUS = frozenset((429, 502, 503, 504))
+_FAIL_STATUS = frozenset((502, 503, 504))  # count against the circuit breaker (429 is load)
+_USAGE_PATHS = ("/v1/chat/completions", "/v1/completions")
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class _Attempt(Exception):
+    """An attempt failed before anything reached the client; try another instance."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class Proxy:
+    """Routes requests; owns the table of requests in flight (for cancel)."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        pool: Pool,
+        metrics: Metrics,
+        select: Callable[[list[Instance], Any], Instance | None],
+        api_keys: frozenset[str],
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.select = select
+        self.auth = frozenset("Bearer " + k for k in api_keys)
+        self.forward_auth = not api_keys  # with router keys, the client's key is ours, not the backend's
+        self.session: aiohttp.ClientSession | None = None
+        self.inflight: dict[str, RequestContext] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = "req-" + os.urandom(5).hex() + "-"
+        t = settings.timeouts
+        self._t_plain = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+        self._t_stream = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+
+    async def start(self) -> None:
+        """Open the one upstream session (keep-alive pool, no limit, no decompression)."""
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+            timeout=self._t_plain,
+        )
+
+    async def close(self) -> None:
+        """Close the upstream session."""
+        if self.session is not None:
+            await self.session.close()
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether the request carries one of the API keys (always true without keys)."""
+        return not self.auth or request.headers.get("Authorization") in self.auth
+
+    def new_id(self) -> str:
+        """A process-unique request id (cheaper than uuid4 on the hot path)."""
+        return self._id_prefix + str(next(self._ids))
+
+    # -- the handler -------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/*``: parse, route, relay."""
+        t0 = time.perf_counter()
+        headers = request.headers
+        rid = headers.get("X-Request-ID") or self.new_id()
+        if self.auth and headers.get("Authorization") not in self.auth:
+            return error(401, "invalid or missing API key", rid, "invalid_api_key")
+        limit = self.settings.max_body_bytes
+        if (request.content_length or 0) > limit:
+            return error(413, f"request body larger than {limit} bytes", rid, "request_too_large")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"request body larger than {limit} bytes", rid, "request_too_large")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return error(400, "request body is not valid JSON", rid, "invalid_json")
+        if not isinstance(body, dict):
+            return error(400, "request body must be a JSON object", rid, "invalid_json")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return error(400, "missing 'model' in request body", rid, "missing_model")
+        pool = self.pool
+        target = pool.aliases.get(model, model)
+        if target not in pool.by_model:
+            names = ", ".join(pool.model_names()) or "none"
+            self.metrics.error(model, 404)
+            return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
+        path = request.raw_path
+        stream = body.get("stream") is True
+        strip_usage = False
+        if target != model:
+            body["model"] = target
+        if stream and path.startswith(_USAGE_PATHS):
+            opts = body.get("stream_options")
+            if not (isinstance(opts, dict) and opts.get("include_usage")):
+                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+                strip_usage = True
+        if target != model or strip_usage:
+            raw = json.dumps(body).encode()
+        up_headers = {"Content-Type": "application/json", "X-Request-ID": rid}
+        if self.forward_auth:
+            auth = headers.get("Authorization")
+            if auth:
+                up_headers["Authorization"] = auth
+        ctx = RequestContext(rid, body, headers.get("X-Session-ID"), asyncio.current_task())
+        self.inflight[rid] = ctx
+        try:
+            return await self._route(request, ctx, target, path, raw, up_headers, stream, strip_usage, t0)
+        finally:
+            self.inflight.pop(rid, None)
+
+    async def _route(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        model: str,
+        path: str,
+        raw: bytes,
+        up_headers: dict[str, str],
+        stream: bool,
+        strip_usage: bool,
+        t0: float,
+    ) -> web.StreamResponse:
+        pool, rid, settings = self.pool, ctx.request_id, self.settings
+        tried: tuple[Instance, ...] = ()
+        last = "no healthy instance"
+        for attempt in range(settings.retries + 1):
+            try:
+                inst = await pool.acquire(model, self.select, ctx, settings.queue_timeout_s, tried)
+                if inst is None and tried:
+                    # Every other instance is out: back off a little, then try any again.
+                    await asyncio.sleep(0.05 * attempt * (0.5 + random.random()))
+                    tried = ()
+                    inst = await pool.acquire(model, self.select, ctx, settings.queue_timeout_s)
+            except QueueFull:
+                self.metrics.error(model, 503)
+                return error(503, f"too many requests queued for {model!r}", rid, "queue_full", 1)
+            except QueueTimeout:
+                self.metrics.error(model, 503)
+                return error(503, f"no instance of {model!r} freed up in time", rid, "queue_timeout", 1)
+            except asyncio.CancelledError:
+                if not ctx.cancelled:
+                    raise
+                return self._cancelled(ctx)
+            if inst is None:
+                break
+            last_try = attempt == settings.retries
+            try:
+                return await self._send(
+                    request, ctx, inst, model, path, raw, up_headers, strip_usage, t0, last_try
+                )
+            except _Attempt as exc:
+                last = str(exc)
+                tried = (*tried, inst)
+                self.metrics.retry(model)
+            except asyncio.CancelledError:
+                if not ctx.cancelled:
+                    raise
+                return self._cancelled(ctx)
+            finally:
+                pool.release(inst)
+        self.metrics.error(model, 503)
+        return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
+
+    def _cancelled(self, ctx: RequestContext) -> web.StreamResponse:
+        """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        self.metrics.error(ctx.body.get("model", ""), 499)
+        return error(499, f"request {ctx.request_id} was cancelled", ctx.request_id, "cancelled")
+
+    async def _send(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        inst: Instance,
+        model: str,
+        path: str,
+        raw: bytes,
+        up_headers: dict[str, str],
+        strip_usage: bool,
+        t0: float,
+        last_try: bool,
+    ) -> web.StreamResponse:
+        assert self.session is not None
+        stream = strip_usage or ctx.body.get("stream") is True
+        try:
+            resp = await self.session.post(
+                inst.url + path,
+                data=raw,
+                headers=up_headers,
+                timeout=self._t_stream if stream else self._t_plain,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            inst.on_failure(connect=True)
+            raise _Attempt(f"{inst.url}: cannot connect ({exc.os_error})") from None
+        except _UPSTREAM_ERRORS as exc:
+            inst.on_failure()
+            raise _Attempt(f"{inst.url}: {type(exc).__name__}") from None
+        try:
+            status = resp.status
+            if status in _RETRY_STATUS and not last_try:
+                if status in _FAIL_STATUS:
+                    inst.on_failure()
+                raise _Attempt(f"{inst.url}: HTTP {status}")
+            ctype = resp.headers.get("Content-Type", "application/json")
+            if ctype.startswith("text/event-stream"):
+                return await self._relay(request, ctx, inst, model, resp, ctype, strip_usage, t0)
+            try:
+                data = await resp.read()
+            except _UPSTREAM_ERRORS as exc:
+                inst.on_failure()
+                raise _Attempt(f"{inst.url}: {type(exc).__name__} while reading the answer") from None
+            if status < 500:
+                inst.on_success()
+                if status == 200:
+                    usage = sse.usage_at(data)
+                    if usage is not None:
+                        self.metrics.usage(model, *usage)
+            else:
+                inst.on_failure()
+            self.metrics.request(model, inst.url, status, time.perf_counter() - t0)
+            return web.Response(
+                status=status, body=data, headers={"Content-Type": ctype, "X-Request-ID": ctx.request_id}
+            )
+        finally:
+            resp.close()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        inst: Instance,
+        model: str,
+        resp: aiohttp.ClientResponse,
+        ctype: str,
+        strip_usage: bool,
+        t0: float,
+    ) -> web.StreamResponse:
+        content = resp.content
+        # Wait for the first bytes before answering: until then a dead backend can still be retried.
+        try:
+            first = await content.readany()
+        except _UPSTREAM_ERRORS as exc:
+            inst.on_failure()
+            raise _Attempt(f"{inst.url}: {type(exc).__name__} before the first byte") from None
+        if not first:
+            inst.on_failure()
+            raise _Attempt(f"{inst.url}: stream ended before the first byte")
+        out = web.StreamResponse(
+            status=resp.status,
+            headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Request-ID": ctx.request_id},
+        )
+        metrics = self.metrics
+        usage: tuple[int, int] | None = None
+        carry = b""
+        chunk = first
+        status = resp.status
+        try:
+            await out.prepare(request)
+            metrics.first_token(model, time.perf_counter() - t0)
+            while True:
+                if carry:
+                    chunk, carry = carry + chunk, b""
+                if chunk[-1:] != b"\n":  # hold back a partial line so events are never split
+                    cut = chunk.rfind(b"\n") + 1
+                    chunk, carry = chunk[:cut], chunk[cut:]
+                if chunk:
+                    if b'"usage"' in chunk:
+                        u = sse.usage_at(chunk)
+                        if u is not None:
+                            usage = u
+                            if strip_usage:
+                                chunk = sse.strip_usage_event(chunk)
+                    if chunk:
+                        await out.write(chunk)
+                try:
+                    chunk = await content.readany()
+                except _UPSTREAM_ERRORS as exc:
+                    inst.on_failure()
+                    status = 502
+                    await out.write(
+                        sse.error_event(f"backend {inst.url} failed mid-stream: {type(exc).__name__}")
+                    )
+                    break
+                if not chunk:
+                    if carry:
+                        await out.write(carry)
+                    inst.on_success()
+                    break
+            await out.write_eof()
+        except ConnectionResetError:
+            status = 499  # the client left; closing resp (finally in _send) stops the backend
+        except asyncio.CancelledError:
+            if not ctx.cancelled:
+                raise
+            status = 499
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            try:
+                await out.write(sse.error_event(f"request {ctx.request_id} was cancelled", 499, "cancelled"))
+                await out.write_eof()
+            except ConnectionResetError:
+                pass
+        if usage is not None:
+            metrics.usage(model, *usage)
+        metrics.request(model, inst.url, status, time.perf_counter() - t0)
+        return out
+
+    def cancel(self, request_id: str) -> bool:
+        """Abort the in-flight request with this id; False when there is none."""
+        ctx = self.inflight.get(request_id)
+        if ctx is None or ctx.task is None or ctx.task.done():
+            return False
+        ctx.cancelled = True
+        ctx.task.cancel()
+        return True

@@ -1,0 +1,86 @@
+"""Tell a router directly (SGLang style) when the backend joins or leaves rotation.
+
+``POST {router}/add_worker?url=...`` once healthy, ``POST /remove_worker?url=...`` when it
+crashes or stops. The desired membership is kept; one task retries with backoff until the router
+agrees, so an unreachable router only delays the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from corral.sitter.backoff import Backoff
+
+log = logging.getLogger("corral.sitter")
+
+
+class RouterLink:
+    """Keeps ``worker_url``'s membership in the router at ``router_url`` equal to ``want``."""
+
+    def __init__(self, router_url: str, worker_url: str) -> None:
+        self.router_url = router_url.rstrip("/")
+        self.worker_url = worker_url
+        self.wanted = False
+        self.member: bool | None = None  # None: unknown (never told the router)
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+
+    def want(self, member: bool) -> None:
+        """Ask for the worker to be in (True) or out of (False) the router's rotation."""
+        if member != self.wanted:
+            self.wanted = member
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile forever (cancel to stop)."""
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            while True:
+                self._wake.clear()
+                delay: float | None = None
+                if self.member != self.wanted and (self.wanted or self.member is not None):
+                    try:
+                        await self._send(session, self.wanted)
+                        backoff.reset()
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        delay = backoff.next()
+                        message = str(exc) or type(exc).__name__
+                        if message != self.last_error:
+                            log.warning("router %s: %s (retrying)", self.router_url, message)
+                        self.last_error = message
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    async def _send(self, session: aiohttp.ClientSession, add: bool) -> None:
+        path = "/add_worker" if add else "/remove_worker"
+        async with session.post(f"{self.router_url}{path}", params={"url": self.worker_url}) as r:
+            body = (await r.text())[:200]
+            # A router that already has (or never had) the worker is in the state we want.
+            if r.status >= 300 and not (r.status in (400, 404, 409) and _already(body, add)):
+                raise aiohttp.ClientResponseError(
+                    r.request_info, (), status=r.status, message=f"{path}: {body}"
+                )
+        self.member = add
+        self.last_error = None
+        log.info("router %s: %s %s", self.router_url, path.lstrip("/"), self.worker_url)
+
+    async def leave(self, timeout: float = 2.0) -> None:
+        """Remove the worker now (shutdown), once, bounded by ``timeout``."""
+        self.wanted = False
+        if self.member is False:
+            return
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+                await self._send(session, False)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("router %s: remove_worker failed: %s", self.router_url, exc or type(exc).__name__)
+
+
+def _already(body: str, add: bool) -> bool:
+    text = body.lower()
+    return ("already" in text or "exists" in text) if add else ("not found" in text or "no worker" in text)

@@ -1,0 +1,282 @@
+"""One sitter: supervise one backend, publish its state, serve the port + 1 API, stop cleanly.
+
+Tasks, all on one event loop: the supervisor's own task (proc), ``_follow`` (turns supervisor
+events into registry pushes and router membership), the registration loop, the router link,
+the model watcher, the start-progress logger and uvicorn. Signal handlers only set an event;
+``run`` then deregisters, stops the backend tree and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from corral.errors import SpawnError
+from corral.proc import Supervisor
+from corral.proc.events import State, StateEvent
+from corral.proc.tree import port_holder
+from corral.sitter.api import create_app
+from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, public_host, url
+from corral.sitter.config import SitterConfig
+from corral.sitter.models import ModelWatcher
+from corral.sitter.registration import Instance, Registration
+from corral.sitter.router_link import RouterLink
+
+log = logging.getLogger("corral.sitter")
+
+# What the registry is told for each supervisor state: a crashed backend is "unhealthy" at once
+# (routers drop it) even while the supervisor waits out the restart delay.
+_WIRE_STATE = {State.RESTARTING: "unhealthy"}
+PROGRESS_EVERY_S = 15.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the sitter owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Sitter:
+    """Supervises ``cfg``'s backend and keeps the registry and router told about it."""
+
+    def __init__(self, cfg: SitterConfig) -> None:
+        self.cfg = cfg
+        self.preset = cfg.preset
+        self.spec = process_spec(cfg)
+        self.supervisor = Supervisor(self.spec)
+        self.backend_url = url(probe_host(cfg.host), cfg.port)
+        self.public_backend_url = url(public_host(cfg.host), cfg.port)
+        self.public_sitter_url = url(public_host(cfg.host), cfg.sitter_port)
+        self.started_at = time.time()
+        self.models = self.preset.model_names(cfg.launch_request())
+        self.max_concurrency = cfg.max_concurrency or self.preset.default_max_concurrency
+        self.stopping = asyncio.Event()
+        self.backend_id = instance_id(cfg.service_name, public_host(cfg.host), cfg.port)
+        self.sitter_id = instance_id(f"{cfg.service_name}-sitter", public_host(cfg.host), cfg.sitter_port)
+        self.registration = self._registration() if cfg.registry_url else None
+        self.router = RouterLink(cfg.router_url, self.public_backend_url) if cfg.router_url else None
+        self.watcher = ModelWatcher(self.backend_url, self._ready, self._on_models)
+        self._control_lock = asyncio.Lock()
+
+    # ----- views used by the HTTP API -------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The /health body: sitter and backend state, pid, restarts, reason."""
+        sup = self.supervisor
+        return {
+            "status": "healthy" if sup.state == State.HEALTHY else str(sup.state),
+            "sitter": "stopping" if self.stopping.is_set() else "running",
+            "backend": str(sup.state),
+            "pid": sup.pid,
+            "restarts": sup.restarts,
+            "reason": sup.reason,
+            "last_exit": sup.last_exit,
+        }
+
+    def info(self) -> dict[str, Any]:
+        """The /info body."""
+        proc = self.supervisor.info()
+        return {
+            "name": self.cfg.service_name,
+            "service_type": self.preset.name,
+            "argv": self.spec.argv,
+            "cwd": self.spec.cwd,
+            "backend_url": self.public_backend_url,
+            "sitter_url": self.public_sitter_url,
+            "health_url": self.backend_url + health_path(self.cfg),
+            "models": self.models,
+            "max_concurrency": self.max_concurrency,
+            "sitter_pid": _own_pid(),
+            "sitter_uptime_s": round(time.time() - self.started_at, 3),
+            **{k: v for k, v in proc.items() if k != "name"},
+            "state": str(self.supervisor.state),
+            "registry": self.registration.status() if self.registration else None,
+            "router": (
+                {
+                    "url": self.router.router_url,
+                    "member": self.router.member,
+                    "last_error": self.router.last_error,
+                }
+                if self.router
+                else None
+            ),
+            "log_file": str(self.spec.log_file),
+            "pid_file": str(self.spec.pid_file),
+        }
+
+    async def control(self, action: str) -> None:
+        """Admin start / stop / restart of the backend (one at a time)."""
+        async with self._control_lock:
+            sup = self.supervisor
+            if action == "start" and sup.state in (State.STOPPED, State.FAILED):
+                await sup.start()
+            elif action == "stop":
+                await sup.stop()
+            elif action == "restart":
+                await sup.restart()
+
+    # ----- life cycle -----------------------------------------------------------------------
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then deregister, stop the backend and return 0."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        sock = self._bind()
+        server = _Server(
+            uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False)
+        )
+        events = self.supervisor.subscribe()  # before start: no event may be missed
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock]), name="http"),
+            asyncio.create_task(self._follow(events), name="follow"),
+            asyncio.create_task(self.watcher.run(), name="models"),
+            asyncio.create_task(self._progress(), name="progress"),
+        ]
+        if self.registration:
+            tasks.append(asyncio.create_task(self.registration.run(), name="registry"))
+        if self.router:
+            tasks.append(asyncio.create_task(self.router.run(), name="router"))
+        log.info(
+            "sitter %s on %s: %s backend at %s: %s",
+            self.cfg.service_name,
+            self.public_sitter_url,
+            self.preset.name,
+            self.public_backend_url,
+            " ".join(self.spec.argv),
+        )
+        try:
+            await self.supervisor.start()
+            stop = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0] in done and not stop.done():
+                log.error("the sitter's HTTP server stopped unexpectedly; shutting down")
+            stop.cancel()
+            await self._shutdown()
+        finally:
+            server.should_exit = True
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            sock.close()
+        return 0
+
+    async def _shutdown(self) -> None:
+        """Leave rotation first (no new traffic), then stop the backend tree."""
+        log.info("stopping: deregistering, then stopping the backend")
+        leaving = []
+        if self.registration:
+            leaving.append(self.registration.deregister())
+        if self.router:
+            leaving.append(self.router.leave())
+        await asyncio.gather(*leaving)
+        await self.supervisor.stop()
+        log.info("backend stopped; sitter exiting")
+
+    def _bind(self) -> socket.socket:
+        host = self.cfg.host or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, self.cfg.sitter_port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                holder = port_holder(self.cfg.sitter_port, probe_host(host))
+                who = f" (held by pid {holder[0]}: {holder[1]})" if holder else ""
+                raise SpawnError(f"sitter port {self.cfg.sitter_port} (port + 1) is in use{who}") from None
+            raise SpawnError(f"cannot listen on {host}:{self.cfg.sitter_port}: {exc.strerror}") from None
+        sock.listen(128)
+        sock.set_inheritable(False)
+        return sock
+
+    def _registration(self) -> Registration:
+        assert self.cfg.registry_url
+        meta: dict[str, Any] = {"preset": self.preset.name, "sitter_url": self.public_sitter_url}
+        if self.max_concurrency is not None:
+            meta["max_concurrency"] = self.max_concurrency
+        backend = Instance(
+            id=self.backend_id,
+            service=self.cfg.service_name,
+            kind="backend",
+            url=self.public_backend_url,
+            models=list(self.models),
+            metadata=meta,
+        )
+        sitter = Instance(
+            id=self.sitter_id,
+            service=self.cfg.service_name,
+            kind="sitter",
+            url=self.public_sitter_url,
+            state="healthy",
+            models=[],
+            metadata={"backend_id": self.backend_id, "preset": self.preset.name},
+        )
+        return Registration(
+            self.cfg.registry_url, [backend, sitter], self.cfg.heartbeat_interval, self.cfg.registry_token
+        )
+
+    # ----- reacting to the backend ----------------------------------------------------------
+    def _ready(self) -> bool:
+        return self.supervisor.state == State.HEALTHY
+
+    def _on_models(self, models: list[str]) -> None:
+        self.models = models
+        if self.registration:
+            self.registration.update(self.backend_id, models=models)
+
+    async def _follow(self, events: Any) -> None:
+        async for ev in events:
+            self._on_event(ev)
+
+    def _on_event(self, ev: StateEvent) -> None:
+        why = f" ({ev.reason})" if ev.reason else ""
+        log.info("backend %s -> %s pid=%s restarts=%s%s", ev.previous, ev.state, ev.pid, ev.restarts, why)
+        healthy = ev.state == State.HEALTHY
+        if self.registration:
+            meta: dict[str, Any] = {"pid": ev.pid, "restarts": ev.restarts, "process_state": str(ev.state)}
+            if ev.reason:
+                meta["reason"] = ev.reason
+            self.registration.update(
+                self.backend_id, state=_WIRE_STATE.get(ev.state, str(ev.state)), metadata=meta
+            )
+        if self.router:
+            self.router.want(healthy)
+        if healthy:
+            self.watcher.refresh()
+
+    async def _progress(self) -> None:
+        """While a slow model loads, say so in the log now and then (with the last log line)."""
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            sup = self.supervisor
+            if sup.state == State.STARTING and sup.started_at:
+                waited = time.time() - sup.started_at
+                last = sup.tail(1)
+                log.info(
+                    "still waiting for %s%s (%.0f s, timeout %.0f s)%s",
+                    self.backend_url,
+                    health_path(self.cfg),
+                    waited,
+                    self.spec.start_timeout_s,
+                    f"; last log line: {last[-1].strip()[:200]}" if last else "",
+                )
+
+
+def _own_pid() -> int:
+    import os
+
+    return os.getpid()

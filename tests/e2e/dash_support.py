@@ -1,0 +1,135 @@
+"""Helpers for the dashboard's browser tests: Chromium through Playwright, a real `corral up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support import CorralProcs, free_port, wait_http, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+# Dot colours of app.css, as getComputedStyle reports them.
+COLOURS = {
+    "grey": "rgb(154, 163, 173)",
+    "yellow": "rgb(224, 168, 0)",
+    "green": "rgb(35, 165, 89)",
+    "red": "rgb(217, 59, 59)",
+}
+
+# Records every data-state a card takes, so a fast restarting -> starting -> healthy is not missed.
+RECORD_STATES = """() => {
+  window.__seen = {};
+  new MutationObserver((recs) => {
+    for (const r of recs) {
+      const el = r.target;
+      (window.__seen[el.dataset.service] ||= []).push(el.dataset.state);
+    }
+  }).observe(document.getElementById("services"),
+             {attributes: true, attributeFilter: ["data-state"], subtree: true});
+}"""
+
+
+def ticker_service(name: str = "ticker", period_s: float = 0.2) -> str:
+    """A [[service]] that prints a numbered line every ``period_s`` (healthy once spawned)."""
+    code = (
+        "import itertools,time\n"
+        f"for i in itertools.count():\n print('tick', i, flush=True)\n time.sleep({period_s})"
+    )
+    return f"""
+[[service]]
+name = "{name}"
+command = [{json.dumps(sys.executable)}, "-u", "-c", {json.dumps(code)}]
+stop_grace_s = 2
+"""
+
+
+@dataclass
+class Launcher:
+    """A running `corral up` (foreground, in the test's process list) and its control API."""
+
+    url: str
+    token: str | None
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        r = httpx.get(self.url + "/api/services", headers=self.headers(), timeout=10)
+        r.raise_for_status()
+        return {s["name"]: s for s in r.json()["services"]}
+
+    def post(self, path: str) -> httpx.Response:
+        return httpx.post(self.url + path, headers=self.headers(), timeout=60)
+
+    def wait_state(self, name: str, state: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(
+            lambda: (s := self.services()[name])["state"] == state and s,
+            timeout,
+            interval=0.1,
+            what=f"{name} {state}",
+        )
+
+    def stop(self) -> None:
+        """SIGTERM: the launcher stops its children in reverse order; the fixture kills leftovers."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def start_launcher(procs: CorralProcs, tmp: Path, body: str, token: str | None = None) -> Launcher:
+    """Write a corral.toml (own state dir, free dashboard port) with ``body`` and run `corral up`."""
+    port = free_port()
+    head = f'[corral]\nstate_dir = "{tmp / "state"}"\n\n[dashboard]\nport = {port}\n'
+    if token:
+        head += f'token = "{token}"\n'
+    config = tmp / "corral.toml"
+    config.write_text(head + body)
+    log = tmp / "up.log"
+    proc = procs.start("up", "-c", str(config), log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/api/health", timeout=60)
+    except AssertionError:
+        raise AssertionError(f"corral up did not serve {url}: {log.read_text()[-3000:]}") from None
+    return Launcher(url=url, token=token, proc=proc, log=log)
+
+
+def fleet_config() -> str:
+    """Registry, router, one mock backend and a ticker, all on free ports."""
+    return f"""
+[registry]
+port = {free_port()}
+
+[router]
+port = {free_port()}
+
+[[backend]]
+name = "chat"
+preset = "mock"
+models = ["mock-chat"]
+port = {free_port()}
+args = ["--ttft-ms", "5", "--itl-ms", "2"]
+{ticker_service()}"""

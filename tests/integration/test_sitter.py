@@ -1,0 +1,237 @@
+"""`corral sit` with real processes: a mock backend, a real registry, a real router.
+
+Timings printed here (run with ``-s``) are the numbers reported in docs/sitter.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from sitter_helpers import instances, sitter_health, start_registry, start_sitter, wait_backend_state
+
+from support import CorralProcs, free_port, kill_tree, wait_http, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _mock_backends(port: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if (
+            "mock" in cmd
+            and "--port" in cmd
+            and cmd[cmd.index("--port") + 1 : cmd.index("--port") + 2] == [str(port)]
+        ):
+            found.append(p)
+    return found
+
+
+def test_crash_is_pushed_to_the_registry_at_once_then_recovers_and_sigterm_cleans_up(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    registry, _ = start_registry(procs, tmp_path)
+    port = free_port()
+    sitter = start_sitter(procs, tmp_path, port, "--registry-url", registry, "--heartbeat-interval", "5")
+    with httpx.Client() as c:
+        reg = wait_until(
+            lambda: (i := instances(c, registry)).get("backend", {}).get("state") == "healthy" and i, 30
+        )
+        backend, me = reg["backend"], reg["sitter"]
+        assert backend["url"] == f"http://127.0.0.1:{port}" and backend["models"] == ["m1"]
+        assert backend["metadata"]["preset"] == "mock"
+        assert backend["metadata"]["sitter_url"] == me["url"] == f"http://127.0.0.1:{port + 1}"
+        assert backend["lease_ttl_s"] == 15
+        pid = backend["metadata"]["pid"]
+
+        os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        wait_until(lambda: instances(c, registry)["backend"]["state"] != "healthy", 10, interval=0.001)
+        to_unhealthy = time.monotonic() - t0
+        wait_until(lambda: instances(c, registry)["backend"]["state"] == "healthy", 30, interval=0.005)
+        to_healthy = time.monotonic() - t0
+        print(
+            f"\nSIGKILL -> registry unhealthy {to_unhealthy * 1000:.1f} ms; -> healthy {to_healthy * 1000:.0f} ms"
+        )
+        assert to_unhealthy < 1.0  # goal 0.1 s; generous for a loaded CI box
+        new = instances(c, registry)["backend"]["metadata"]
+        assert new["pid"] != pid and new["restarts"] == 1
+
+        sitter.send_signal(signal.SIGTERM)
+        assert sitter.wait(timeout=30) == 0
+        assert instances(c, registry) == {}
+    wait_until(lambda: not psutil.pid_exists(new["pid"]), 10, what="backend gone")
+    assert _mock_backends(port) == []
+
+
+def test_registry_down_and_back_reregisters_without_touching_the_backend(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    reg_port = free_port()
+    registry, reg_proc = start_registry(procs, tmp_path, reg_port)
+    port = free_port()
+    start_sitter(procs, tmp_path, port, "--registry-url", registry, "--heartbeat-interval", "0.3")
+    with httpx.Client() as c:
+        first = wait_until(
+            lambda: instances(c, registry).get("backend", {}).get("state") == "healthy" and True, 30
+        )
+        assert first
+        pid = sitter_health(port)["pid"]
+        kill_tree(reg_proc.pid)
+        time.sleep(1.0)  # let a few heartbeats fail (the point of the test), then bring it back
+        assert sitter_health(port)["backend"] == "healthy"
+        start_registry(procs, tmp_path, reg_port)
+        back = wait_until(
+            lambda: (i := instances(c, registry)).get("backend", {}).get("state") == "healthy" and i, 30
+        )
+        assert back["backend"]["metadata"]["pid"] == pid and "sitter" in back
+    assert sitter_health(port)["pid"] == pid and sitter_health(port)["restarts"] == 0
+
+
+def test_sitter_sigkill_lets_the_lease_expire_and_a_new_sitter_adopts_the_backend(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    registry, _ = start_registry(procs, tmp_path)
+    port = free_port()
+    args = ("--registry-url", registry, "--heartbeat-interval", "0.3")
+    sitter = start_sitter(procs, tmp_path, port, *args)
+    with httpx.Client() as c:
+        wait_until(lambda: instances(c, registry).get("backend", {}).get("state") == "healthy", 30)
+        pid = sitter_health(port)["pid"]
+        try:
+            os.kill(sitter.pid, signal.SIGKILL)
+            sitter.wait(timeout=10)
+            t0 = time.monotonic()
+            wait_until(lambda: instances(c, registry) == {}, 10, what="lease expiry")
+            print(f"\nsitter SIGKILL -> lease expired after {time.monotonic() - t0:.2f} s (ttl 0.9 s)")
+            assert psutil.pid_exists(pid)  # the backend outlives its sitter
+
+            start_sitter(procs, tmp_path, port, *args)
+            health = wait_backend_state(port, "healthy")
+            assert health["pid"] == pid
+            info = httpx.get(f"http://127.0.0.1:{port + 1}/info", timeout=2).json()
+            assert info["adopted"] is True and info["pid"] == pid
+            assert [p.pid for p in _mock_backends(port)] == [pid]  # no second backend
+            wait_until(lambda: instances(c, registry).get("backend", {}).get("state") == "healthy", 10)
+        finally:
+            kill_tree(pid)  # adopted: not a child of any sitter procs knows about
+
+
+def test_crash_loop_fails_with_the_reason_in_health_and_info(procs: CorralProcs, tmp_path: Path) -> None:
+    port = free_port()
+    command = f"{sys.executable} -c 'import sys; print(\"boom\"); sys.exit(3)'"
+    start_sitter(
+        procs, tmp_path, port, "--service-type", "command", "--command", command, "--max-restarts", "2",
+        "--restart-delay", "0.05",
+    )  # fmt: skip
+    health = wait_backend_state(port, "failed")
+    assert "crash loop" in health["reason"] and health["restarts"] == 2 and health["last_exit"] == 3
+    r = httpx.get(f"http://127.0.0.1:{port + 1}/health", timeout=2)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+    assert "crash loop" in r.json()["error"]["message"]
+    info = httpx.get(f"http://127.0.0.1:{port + 1}/info", timeout=2).json()
+    assert info["state"] == "failed" and "crash loop" in info["reason"] and info["last_exit"] == 3
+    assert any("boom" in line for line in info["last_lines"])
+
+
+def test_admin_token_logs_and_error_shapes(procs: CorralProcs, tmp_path: Path) -> None:
+    port = free_port()
+    start_sitter(procs, tmp_path, port, "--admin-token", "s3cret")
+    base = f"http://127.0.0.1:{port + 1}"
+    wait_backend_state(port, "healthy")
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.post(f"{base}/stop", headers=headers, timeout=5)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert sitter_health(port)["backend"] == "healthy"
+    auth = {"Authorization": "Bearer s3cret"}
+    r = httpx.post(f"{base}/stop", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["backend"] == "stopped"
+    assert httpx.get(f"{base}/health", timeout=2).status_code == 503
+    assert httpx.get(f"{base}/models", timeout=5).status_code == 503
+    assert httpx.post(f"{base}/start", headers=auth, timeout=30).status_code == 200
+    wait_backend_state(port, "healthy")
+    assert httpx.get(f"{base}/models", timeout=5).json()["data"][0]["id"] == "m1"
+    lines = httpx.get(f"{base}/logs", params={"tail": 50}, timeout=2).json()["lines"]
+    assert any("stopping pid" in line for line in lines)
+    bad = httpx.get(f"{base}/logs", params={"tail": 0}, timeout=2)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tail"
+    assert httpx.get(f"{base}/nope", timeout=2).json()["error"]["type"] == "not_found_error"
+    log_text = (tmp_path / f"sitter-{port}.log").read_text()
+    assert "s3cret" not in log_text
+
+
+def test_port_taken_by_a_foreign_process_fails_naming_port_and_pid(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        start_sitter(procs, tmp_path, port)
+        health = wait_backend_state(port, "failed")
+    assert str(port) in health["reason"] and str(os.getpid()) in health["reason"]
+
+
+def _sit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "corral", "sit", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_bad_flags_and_bad_toml_exit_2_with_one_clear_line(tmp_path: Path) -> None:
+    toml = tmp_path / "sitter.toml"
+    toml.write_text('port = 8100\n[backend]\ntype = "vllm"\nrestart_delay = "soon"\n')
+    cases = [
+        (["--port", "8100", "--service-type", "tgi"], "--service-type: unknown service type 'tgi'"),
+        (["--port", "8100", "--service-type", "vllm"], '--path: service type "vllm" needs --path MODEL'),
+        (["--port", "8100", "--env", "NOPE"], "--env: expected K=V"),
+        (["--config-file", str(toml)], f"{toml}: restart_delay: Input should be a valid number"),
+    ]
+    for args, message in cases:
+        r = _sit(*args, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == f"error: {message}" or r.stderr.strip().startswith(f"error: {message}")
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_sitter_port_taken_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port + 1))
+        holder.listen()
+        r = _sit("--port", str(port), "--service-type", "mock", "--state-dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and f"sitter port {port + 1} (port + 1) is in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_router_url_adds_the_worker_when_healthy_and_removes_it_on_crash(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    router_port = free_port()
+    procs.start("router", "--port", str(router_port), log=tmp_path / "router.log")
+    router = f"http://127.0.0.1:{router_port}"
+    wait_http(f"{router}/list_workers", timeout=30)
+    port = free_port()
+    sitter = start_sitter(procs, tmp_path, port, "--router-url", router, "--restart-delay", "1")
+    worker = f"http://127.0.0.1:{port}"
+
+    def urls() -> list[str]:
+        return list(httpx.get(f"{router}/list_workers", timeout=2).json()["urls"])
+
+    wait_until(lambda: worker in urls(), 30, what="add_worker")
+    pid = wait_backend_state(port, "healthy")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: worker not in urls(), 10, interval=0.005, what="remove_worker on crash")
+    wait_until(lambda: worker in urls(), 30, what="add_worker after restart")
+    sitter.send_signal(signal.SIGTERM)
+    assert sitter.wait(timeout=30) == 0
+    assert worker not in urls()
