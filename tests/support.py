@@ -65,10 +65,14 @@ class CorralProcs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, log: Path | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        log: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        out = open(log, "ab") if log else subprocess.DEVNULL
         p = subprocess.Popen(
             [sys.executable, "-m", "corral", *args],
             env=full_env,

@@ -36,7 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _unknown(instance_id: str) -> ApiError:
-    return ApiError(404, f"no instance {instance_id!r}: register again", "instance_not_found", "id")
+    return ApiError(404, f"no instance with id {instance_id!r}: register again", "instance_not_found", "id")
 
 
 def create_app(store: Store, token: str | None = None) -> FastAPI:

@@ -121,7 +121,8 @@ class Heartbeater:
                     level, "registry heartbeat for %s failed (%s); retrying in %.1fs", self.service, exc, wait
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _beat(self) -> None:
         version = self._version

@@ -93,7 +93,8 @@ class SnapshotWriter:
         while True:
             await self._dirty.wait()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), LEASE_DELAY_S)
+                async with asyncio.timeout(LEASE_DELAY_S):
+                    await self._changed.wait()
             await asyncio.sleep(CHANGE_DELAY_S)
             # Encode here (a consistent view), write in a thread (fsync must not stall the loop).
             doc = self._dump()

@@ -241,6 +241,7 @@ class MemoryStore:
         heapq.heappush(self._heap, (deadline, instance_id))
 
     async def _sweep(self) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races a wake-up.
         while True:
             now = time.monotonic()
             while self._heap and self._heap[0][0] <= now:
@@ -255,7 +256,8 @@ class MemoryStore:
             self._wake.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def _load(self, path: Path) -> int:
         doc = snap.load(path)

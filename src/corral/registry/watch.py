@@ -32,7 +32,8 @@ async def stream(
                 yield line
         while True:
             try:
-                item = await asyncio.wait_for(w.queue.get(), keepalive_s)
+                async with asyncio.timeout(keepalive_s):
+                    item = await w.queue.get()
             except TimeoutError:
                 yield b"\n"
                 continue

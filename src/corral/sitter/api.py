@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from corral.sitter.runner import Sitter
 
 
-def _error(status: int, message: str, code: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({**error_body(message, status, code=code), **extra}, status_code=status)
+def _error(http_status: int, message: str, code: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({**extra, **error_body(message, http_status, code=code)}, status_code=http_status)
 
 
 def create_app(sitter: Sitter) -> FastAPI:
