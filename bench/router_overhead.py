@@ -1,11 +1,19 @@
 """Router overhead: the same load straight to a `corral mock` and through `corral router`, one run.
 
-    .venv/bin/python bench/router_overhead.py [--duration 3] [--concurrency 1,16,64] [--tokens 16]
+    .venv/bin/python bench/router_overhead.py [--duration 3] [--concurrency 1,16,64]
+        [--tokens 16] [--long-tokens 256] [--repeat 1]
 
-Non-streaming and streaming, at each concurrency: req/s, p50/p99 latency, TTFT (streams), chunks/s,
-and the router's CPU (utime+stime of its process tree from /proc, before/after) per request and
-per streamed chunk, with router/direct ratios. The router is pinned to CPU 0 and the mock and the
-load generator to the other CPUs when there are at least two.
+Three modes at each concurrency: ``plain`` (non-streaming), ``stream`` (``--tokens`` events) and
+``long`` (``--long-tokens`` events); streams use ``ignore_eos`` so every stream has exactly that
+many tokens, from a mock with 1 ms between tokens so that each event is its own upstream chunk.
+Per cell: req/s, p50/p99 latency, TTFT (streams), SSE events/s, and the router's CPU
+(utime+stime of its process tree from /proc, before/after) per request.
+
+The per-chunk relay cost is the slope between the two stream lengths at the same concurrency:
+(CPU per long stream - CPU per short stream) / (events per long stream - events per short
+stream), so each stream's fixed per-request cost cancels out. The router is pinned to CPU 0, the
+mocks and the load generator to the other CPUs. With ``--repeat N`` the summary reports the
+median of N runs of every figure (the machine is shared: expect noise between runs).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -23,8 +32,8 @@ import aiohttp
 
 TICK = os.sysconf("SC_CLK_TCK")
 BODY = b'{"model": "%s", "messages": [{"role": "user", "content": "hello"}], "max_tokens": %d%s}'
-# Streams come from a mock with 1 ms between tokens so that each event is its own chunk.
 STREAM_ITL_MS = "1"
+MODES = ("plain", "stream", "long")
 
 
 def free_port() -> int:
@@ -50,6 +59,14 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def spawn(args: list[str], cpus: str | None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "corral", *args]
     if cpus:
@@ -59,14 +76,13 @@ def spawn(args: list[str], cpus: str | None) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_ready(url: str, want_healthy: bool = False) -> None:
+async def wait_ready(url: str, want_healthy: int = 0) -> None:
     async with aiohttp.ClientSession() as s:
         for _ in range(600):
             try:
                 async with s.get(url) as r:
-                    if r.status == 200:
-                        if not want_healthy or (await r.json())["healthy"] >= 1:
-                            return
+                    if r.status == 200 and (not want_healthy or (await r.json())["healthy"] >= want_healthy):
+                        return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
@@ -79,7 +95,7 @@ class Result:
     secs: float
     lat: list[float]
     ttft: list[float]
-    chunks: int
+    events: int
     cpu_s: float
 
     def p(self, xs: list[float], q: float) -> float:
@@ -88,30 +104,41 @@ class Result:
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
+    @property
+    def rps(self) -> float:
+        return self.reqs / self.secs
 
-async def load(
-    url: str, conc: int, duration: float, stream: bool, tokens: int, cpu_pid: int | None
-) -> Result:
+    @property
+    def cpu_us_req(self) -> float:
+        return self.cpu_s / self.reqs * 1e6 if self.reqs else float("nan")
+
+    @property
+    def events_req(self) -> float:
+        return self.events / self.reqs if self.reqs else float("nan")
+
+
+async def load(url: str, conc: int, duration: float, mode: str, tokens: int, cpu_pid: int | None) -> Result:
+    stream = mode != "plain"
     model = b"m2" if stream else b"m1"
-    body = BODY % (model, tokens, b', "stream": true' if stream else b"")
+    body = BODY % (model, tokens, b', "stream": true, "ignore_eos": true' if stream else b"")
     headers = {"Content-Type": "application/json"}
     lat: list[float] = []
     ttft: list[float] = []
-    chunks = 0
+    events = 0
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
 
         async def one() -> None:
-            nonlocal chunks
+            nonlocal events
             t0 = time.perf_counter()
             async with s.post(url, data=body, headers=headers) as r:
                 if stream:
                     first = True
-                    async for _ in r.content.iter_any():
+                    async for data in r.content.iter_any():
                         if first:
                             ttft.append(time.perf_counter() - t0)
                             first = False
-                        chunks += 1
+                        events += data.count(b"data:")
                 else:
                     await r.read()
                 assert r.status == 200, r.status
@@ -123,67 +150,107 @@ async def load(
 
         await asyncio.gather(*(worker(time.perf_counter() + 0.3) for _ in range(conc)))  # warm up
         lat.clear(), ttft.clear()
-        chunks = 0
+        events = 0
         cpu0 = tree_cpu_s(cpu_pid) if cpu_pid else 0.0
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(t0 + duration) for _ in range(conc)))
         secs = time.perf_counter() - t0
         cpu = (tree_cpu_s(cpu_pid) - cpu0) if cpu_pid else 0.0
-    return Result(len(lat), secs, lat, ttft, chunks, cpu)
+    return Result(len(lat), secs, lat, ttft, events, cpu)
+
+
+def fmt(x: float, spec: str) -> str:
+    return "" if x != x else format(x, spec)  # NaN -> blank
+
+
+async def one_run(
+    a: argparse.Namespace, ports: dict[str, int], router_pid: int
+) -> dict[str, dict[int, float]]:
+    """One pass over every cell; prints its table and returns the summary figures by concurrency."""
+    concs = [int(c) for c in a.concurrency.split(",")]
+    summary: dict[str, dict[int, float]] = {}
+    print("| mode | conc | path | req/s | p50 ms | p99 ms | TTFT p50 ms | events/s | router CPU µs/req |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for conc in concs:
+        res: dict[tuple[str, str], Result] = {}
+        for mode in MODES:
+            tokens = a.long_tokens if mode == "long" else a.tokens
+            for name in ("direct", "router"):
+                port = (
+                    ports["router"] if name == "router" else ports["stream" if mode != "plain" else "plain"]
+                )
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                pid = router_pid if name == "router" else None
+                x = res[mode, name] = await load(url, conc, a.duration, mode, tokens, pid)
+                streamed = mode != "plain"
+                print(
+                    f"| {mode} | {conc} | {name} | {x.rps:.0f} | {x.p(x.lat, 0.5):.2f} | {x.p(x.lat, 0.99):.2f} | "
+                    f"{fmt(x.p(x.ttft, 0.5), '.2f') if streamed else ''} | "
+                    f"{x.events / x.secs if streamed else float('nan'):.0f} | "
+                    f"{fmt(x.cpu_us_req, '.0f') if name == 'router' else ''} |".replace("| nan |", "|  |")
+                )
+            d, r = res[mode, "direct"], res[mode, "router"]
+            added = r.p(r.lat, 0.5) - d.p(d.lat, 0.5)
+            print(f"| {mode} | {conc} | router/direct | {r.rps / d.rps:.2f}x | {added:+.2f} | | | | |")
+            summary.setdefault(f"{mode} ratio", {})[conc] = r.rps / d.rps
+            summary.setdefault(f"{mode} added p50 ms", {})[conc] = added
+            summary.setdefault(f"{mode} CPU µs/req", {})[conc] = r.cpu_us_req
+        s, lg = res["stream", "router"], res["long", "router"]
+        summary.setdefault("stream TTFT added ms", {})[conc] = s.p(s.ttft, 0.5) - res["stream", "direct"].p(
+            res["stream", "direct"].ttft, 0.5
+        )
+        slope = (lg.cpu_us_req - s.cpu_us_req) / (lg.events_req - s.events_req)
+        summary.setdefault("CPU µs/chunk (slope)", {})[conc] = slope
+    summary.setdefault("router RSS MB", {})[0] = rss_mb(router_pid)
+    return summary
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--long-tokens", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     ncpu = os.cpu_count() or 1
     router_cpus, other_cpus = ("0", f"1-{ncpu - 1}") if ncpu >= 2 else (None, None)
     if other_cpus:
         os.sched_setaffinity(0, set(range(1, ncpu)))
-    mport, sport, rport = free_port(), free_port(), free_port()
-    mock = spawn(["mock", "--port", str(mport), "--models", "m1"], other_cpus)
-    smock = spawn(["mock", "--port", str(sport), "--models", "m2", "--itl-ms", STREAM_ITL_MS], other_cpus)
-    workers = ["--worker-url", f"http://127.0.0.1:{mport}", "--worker-url", f"http://127.0.0.1:{sport}"]
-    router = spawn(["router", "--port", str(rport), *workers], router_cpus)
+    ports = {"plain": free_port(), "stream": free_port(), "router": free_port()}
+    mock = spawn(["mock", "--port", str(ports["plain"]), "--models", "m1"], other_cpus)
+    smock = spawn(
+        ["mock", "--port", str(ports["stream"]), "--models", "m2", "--itl-ms", STREAM_ITL_MS], other_cpus
+    )
+    workers = [f"http://127.0.0.1:{ports[k]}" for k in ("plain", "stream")]
+    router = spawn(
+        ["router", "--port", str(ports["router"]), "--worker-url", workers[0], "--worker-url", workers[1]],
+        router_cpus,
+    )
     try:
-        await wait_ready(f"http://127.0.0.1:{mport}/v1/models")
-        await wait_ready(f"http://127.0.0.1:{sport}/v1/models")
-        await wait_ready(f"http://127.0.0.1:{rport}/health", want_healthy=True)
-        await asyncio.sleep(0.3)  # both workers probed
+        for w in workers:
+            await wait_ready(w + "/v1/models")
+        await wait_ready(f"http://127.0.0.1:{ports['router']}/health", want_healthy=2)
         print(
-            f"router pinned to CPU {router_cpus or '-'}, mock + load on {other_cpus or '-'}; "
-            f"{a.duration:g} s per cell, {a.tokens} tokens per request\n"
+            f"router pinned to CPU {router_cpus or '-'}, mocks + load on {other_cpus or '-'}; "
+            f"{a.duration:g} s per cell, streams of {a.tokens} and {a.long_tokens} tokens\n"
         )
-        print(
-            "| mode | conc | path | req/s | p50 ms | p99 ms | TTFT p50 ms | chunks/s | "
-            "router CPU µs/req | µs/chunk |"
-        )
-        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-        for stream in (False, True):
-            for conc in (int(c) for c in a.concurrency.split(",")):
-                rows = {}
-                direct = sport if stream else mport
-                for name, port, pid in (("direct", direct, None), ("router", rport, router.pid)):
-                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                    rows[name] = await load(url, conc, a.duration, stream, a.tokens, pid)
-                d, r = rows["direct"], rows["router"]
-                mode = "stream" if stream else "plain"
-                for name, x in rows.items():
-                    cpu_req = f"{x.cpu_s / x.reqs * 1e6:.0f}" if name == "router" and x.reqs else ""
-                    cpu_chunk = f"{x.cpu_s / x.chunks * 1e6:.1f}" if name == "router" and x.chunks else ""
-                    ttft = f"{x.p(x.ttft, 0.5):.2f}" if stream else ""
-                    cps = f"{x.chunks / x.secs:.0f}" if stream else ""
-                    print(
-                        f"| {mode} | {conc} | {name} | {x.reqs / x.secs:.0f} | {x.p(x.lat, 0.5):.2f} | "
-                        f"{x.p(x.lat, 0.99):.2f} | {ttft} | {cps} | {cpu_req} | {cpu_chunk} |"
-                    )
-                added = r.p(r.lat, 0.5) - d.p(d.lat, 0.5)
-                print(
-                    f"| {mode} | {conc} | router/direct | {r.reqs / r.secs / (d.reqs / d.secs):.2f}x | "
-                    f"+{added:.2f} | | | | | |"
-                )
+        runs = []
+        for i in range(a.repeat):
+            if a.repeat > 1:
+                print(f"\nrun {i + 1}/{a.repeat}\n")
+            runs.append(await one_run(a, ports, router.pid))
+        print(f"\nsummary (median of {len(runs)} run(s); ratio = router req/s / direct req/s)\n")
+        concs = sorted(runs[0]["plain ratio"])
+        print("| figure | " + " | ".join(f"c={c}" for c in concs) + " |")
+        print("|---|" + "---:|" * len(concs))
+        for key in runs[0]:
+            if key == "router RSS MB":
+                continue
+            vals = [statistics.median(r[key][c] for r in runs) for c in concs]
+            spec = ".2f" if "ratio" in key or "ms" in key else ".1f" if "chunk" in key else ".0f"
+            print(f"| {key} | " + " | ".join(fmt(v, spec) for v in vals) + " |")
+        print(f"\nrouter RSS after the runs: {max(r['router RSS MB'][0] for r in runs):.0f} MB")
     finally:
         for p in (router, mock, smock):
             os.killpg(p.pid, 15)

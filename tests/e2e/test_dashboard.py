@@ -220,4 +220,7 @@ def test_sigkilled_backend_leaves_green_and_comes_back(page: Any, fleet: Launche
     )
     states = seen(page, name)
     assert any(s != "healthy" for s in states), states
-    assert int(card(page, name).locator(".restarts").inner_text()) >= 1
+    page.wait_for_function(
+        """n => Number(document.querySelector(`.card[data-service="${n}"] .restarts`).textContent) >= 1""",
+        arg=name,
+    )

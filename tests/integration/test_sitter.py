@@ -24,14 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 def _mock_backends(port: int) -> list[psutil.Process]:
+    """Live `corral mock` processes on ``port`` (not sitters, whose argv says "mock" too)."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if (
-            "mock" in cmd
-            and "--port" in cmd
-            and cmd[cmd.index("--port") + 1 : cmd.index("--port") + 2] == [str(port)]
-        ):
+        if cmd[1:4] == ["-m", "corral", "mock"] and f"--port {port} " in " ".join(cmd) + " ":
             found.append(p)
     return found
 
@@ -60,7 +57,8 @@ def test_crash_is_pushed_to_the_registry_at_once_then_recovers_and_sigterm_clean
         wait_until(lambda: instances(c, registry)["backend"]["state"] == "healthy", 30, interval=0.005)
         to_healthy = time.monotonic() - t0
         print(
-            f"\nSIGKILL -> registry unhealthy {to_unhealthy * 1000:.1f} ms; -> healthy {to_healthy * 1000:.0f} ms"
+            f"\nSIGKILL -> registry unhealthy {to_unhealthy * 1e3:.1f} ms;"
+            f" -> healthy {to_healthy * 1e3:.0f} ms"
         )
         assert to_unhealthy < 1.0  # goal 0.1 s; generous for a loaded CI box
         new = instances(c, registry)["backend"]["metadata"]

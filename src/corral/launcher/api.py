@@ -152,13 +152,6 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
 
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @api.get("/router", tags=["router"])
-    async def router_view() -> dict[str, Any]:
-        """The router's workers (``/workers``) or, when it cannot say, the registry's instances."""
-        from corral.launcher.upstream import router_view as fetch
-
-        return await fetch(orch.plan)
-
     @api.post("/shutdown", tags=["launcher"])
     async def shutdown_route() -> dict[str, Any]:
         """Stop every process in reverse dependency order, then the launcher exits."""
@@ -170,6 +163,29 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
         if sup is None or sup.spec.log_file is None:
             raise HTTPException(404, f"no service named {name!r}")
         return sup.spec.log_file
+
+    if orch.plan.router_url:
+        # The dashboard's router views: /api/router (models -> instances with health, circuit,
+        # in flight) and /api/router/stats (rates and latency from the router's /metrics).
+        from corral.launcher.dashboard_api import dashboard_router
+
+        registry = orch.plan.get("registry")
+        app.include_router(
+            dashboard_router(
+                orch.plan.router_url,
+                orch.plan.registry_url,
+                registry_token=registry.token if registry else None,
+                dependencies=[Depends(auth)],
+            )
+        )
+    else:
+
+        @api.get("/router", tags=["router"])
+        async def router_view() -> dict[str, Any]:
+            """No router in this config: the registry's instances (or an ``error``)."""
+            from corral.launcher.upstream import router_view as fetch
+
+            return await fetch(orch.plan)
 
     app.include_router(api)
     _mount_dashboard(app)

@@ -2,13 +2,35 @@
 
 The python server has no ``/health``, so readiness uses ``/v1/models`` there. Both serve one
 request at a time unless told otherwise, hence ``max_concurrency`` 1.
+
+Extra ``args`` may use the python server's option names (``--n_ctx``, ``--n_threads``,
+``--chat_format``, ``--n_gpu_layers``); with the native binary they are translated, so one config
+runs on either server.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
+from importlib.util import find_spec
 
-from corral.presets.base import LaunchRequest, Preset, python_exe
+from corral.presets import base
+from corral.presets.base import LaunchRequest, Preset
+
+# llama_cpp.server option -> llama-server option (same value).
+_NATIVE_NAMES = {
+    "--n_ctx": "--ctx-size",
+    "--n_threads": "--threads",
+    "--chat_format": "--chat-template",
+    "--n_gpu_layers": "--n-gpu-layers",
+    "--n_batch": "--batch-size",
+}
+
+
+def python_exe() -> str:
+    """This interpreter when llama-cpp-python is installed in it (``pip install corral[llamacpp]``
+    into a virtualenv that is not on PATH), else ``python`` on PATH."""
+    return sys.executable if find_spec("llama_cpp") is not None else base.python_exe()
 
 
 class LlamaCppPreset(Preset):
@@ -21,6 +43,13 @@ class LlamaCppPreset(Preset):
     def native() -> bool:
         """Whether the native ``llama-server`` binary is on PATH."""
         return shutil.which("llama-server") is not None
+
+    def argv(self, req: LaunchRequest) -> list[str]:
+        self.check(req)
+        if not self.native():
+            return [*self.base_argv(req), *req.args]
+        extra = [_NATIVE_NAMES.get(a, a) for a in req.args]
+        return [*self.base_argv(req), *extra]
 
     def base_argv(self, req: LaunchRequest) -> list[str]:
         if self.native():

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from corral import __version__
+from corral.registry.fastpath import HeartbeatFastPath
 from corral.registry.http import ApiError, BodyLimit, check_token, install_error_handlers
 from corral.registry.models import (
     Deleted,
@@ -61,6 +62,7 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
     app.state.store = store
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(HeartbeatFastPath, store=store, token=app.state.token)  # outermost
     write = [Depends(check_token)]
 
     @app.get("/health", tags=["registry"])

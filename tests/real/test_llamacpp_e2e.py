@@ -1,0 +1,216 @@
+"""Gemma 3 270M on two llama.cpp replicas, supervised and routed by corral, driven by the openai SDK.
+
+One fleet (``examples/llamacpp.toml`` on free ports) serves the whole module; the tests run in
+file order and the last one takes it down. Answers are kept to a few tokens so the module runs in
+a couple of minutes on two shared cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+from llamacpp_fleet import ALIAS, MOCK, Fleet
+from openai import AsyncOpenAI, OpenAI
+
+from corral.presets.llamacpp import LlamaCppPreset
+from support import wait_until
+
+MAX_TOKENS = 8
+PROMPT = [{"role": "user", "content": "Name one colour."}]
+
+
+def client(fleet: Fleet) -> OpenAI:
+    # No SDK retries: every error the router lets through must show up here.
+    return OpenAI(base_url=f"{fleet.router}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def in_flight(fleet: Fleet) -> dict[str, int]:
+    """The router's in-flight gauge per instance URL."""
+    pat = re.compile(r'^corral_router_in_flight\{instance="([^"]+)"\} ([0-9.e+]+)$', re.MULTILINE)
+    return {m.group(1): int(float(m.group(2))) for m in pat.finditer(fleet.metrics())}
+
+
+def test_fleet_is_up_with_both_replicas_healthy(fleet: Fleet) -> None:
+    status = fleet.status()
+    for name in ("registry", "router", "gemma-0", "gemma-1", "chat-0"):
+        assert status[name]["state"] == "healthy", status[name]
+    for i in range(2):
+        info = fleet.sitter_info(i)
+        assert info["state"] == "healthy"
+        assert "llama" in " ".join(info["argv"])  # type: ignore[arg-type]
+
+
+def test_health_path_and_max_concurrency_flow_to_the_router(fleet: Fleet) -> None:
+    """Config -> `corral sit --health-path/--max-concurrency` -> registry metadata -> router."""
+    for i in range(2):
+        info = fleet.sitter_info(i)
+        assert str(info["health_url"]).endswith("/v1/models")
+        assert info["max_concurrency"] == 1
+    docs = httpx.get(f"{fleet.registry}/v1/instances", params={"model": ALIAS}, timeout=5).json()
+    docs = docs.get("instances", docs) if isinstance(docs, dict) else docs
+    backends = {d["url"]: d for d in docs if d.get("kind", "backend") == "backend"}
+    assert set(backends) == {fleet.backend_url(0), fleet.backend_url(1)}
+    assert all(d["metadata"]["max_concurrency"] == 1 for d in backends.values())
+    workers = httpx.get(f"{fleet.router}/workers", timeout=5).json()
+    workers = workers.get("workers", workers) if isinstance(workers, dict) else workers
+    gemma = {w["url"]: w for w in workers if ALIAS in w["models"]}
+    assert set(gemma) == set(backends)
+    assert all(w["max_concurrency"] == 1 and w["healthy"] for w in gemma.values())
+
+
+def test_models_are_listed(fleet: Fleet) -> None:
+    ids = {m.id for m in client(fleet).models.list().data}
+    assert {ALIAS, MOCK} <= ids
+
+
+def test_chat_completion(fleet: Fleet) -> None:
+    r = client(fleet).chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    assert r.choices[0].message.content
+    assert r.usage is not None and r.usage.prompt_tokens > 0
+    assert 0 < r.usage.completion_tokens <= MAX_TOKENS
+    assert re.search(
+        r'^corral_router_completion_tokens_total\{model="gemma-3-270m"\} [1-9]', fleet.metrics(), re.M
+    )
+    mock = client(fleet).chat.completions.create(model=MOCK, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    assert mock.choices[0].message.content
+
+
+def test_streamed_chat_completion(fleet: Fleet) -> None:
+    stream = client(fleet).chat.completions.create(
+        model=ALIAS,
+        messages=PROMPT,  # type: ignore[arg-type]
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage, chunks = "", None, None, 0
+    for chunk in stream:
+        chunks += 1
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert text.strip() and finish in ("stop", "length") and chunks >= 2
+    if LlamaCppPreset.native():
+        assert usage is not None and usage.completion_tokens > 0
+    else:
+        # llama-cpp-python's server (0.3.x) ignores stream_options: it sends no usage chunk.
+        # The non-streamed usage is checked above; llama-server sends it (checked when installed).
+        assert usage is None or usage.completion_tokens > 0
+
+
+async def test_concurrent_requests_spread_over_both_replicas(fleet: Fleet) -> None:
+    before = fleet.requests_by_instance()
+    peak: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def sample() -> None:  # the router never has more than max_concurrency on a replica
+        async with httpx.AsyncClient(timeout=5) as http:
+            while not done.is_set():
+                text = (await http.get(f"{fleet.router}/metrics")).text
+                for url, n in re.findall(
+                    r'^corral_router_in_flight\{instance="([^"]+)"\} ([0-9.]+)$', text, re.M
+                ):
+                    peak[url] = max(peak.get(url, 0), int(float(n)))
+                await asyncio.sleep(0.05)
+
+    aclient = AsyncOpenAI(base_url=f"{fleet.router}/v1", api_key="unused", max_retries=0, timeout=120)
+    sampler = asyncio.create_task(sample())
+    try:
+        answers = await asyncio.gather(
+            *(
+                aclient.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                for _ in range(6)
+            )
+        )
+    finally:
+        done.set()
+        await sampler
+        await aclient.close()
+    assert all(a.choices[0].message.content for a in answers)
+    after = fleet.requests_by_instance()
+    served = {
+        url: after.get(url, 0) - before.get(url, 0) for url in (fleet.backend_url(0), fleet.backend_url(1))
+    }
+    assert sum(served.values()) == 6 and all(n >= 1 for n in served.values()), served
+    assert all(peak.get(fleet.backend_url(i), 0) <= 1 for i in range(2)), peak
+
+
+def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> None:
+    """4 clients keep both replicas busy; replica 0's llama.cpp is SIGKILLed mid-request; the
+    router retries on replica 1, the sitter restarts replica 0, the router takes it back."""
+    sync = client(fleet)
+    old = fleet.sitter_info(0)
+    old_pid, old_restarts = int(old["pid"]), int(old["restarts"])  # type: ignore[call-overload]
+    url0 = fleet.backend_url(0)
+    ok, errors = [0], []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                r = sync.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                assert r.choices[0].message.content
+                ok[0] += 1
+            except Exception as exc:  # counted and reported: the test asserts there are none
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: ok[0] >= 2, 60, what="load flowing")
+        wait_until(lambda: in_flight(fleet).get(url0) == 1, 30, interval=0.01, what="a request on replica 0")
+        os.kill(old_pid, signal.SIGKILL)
+        killed_at, ok_at_kill = time.monotonic(), ok[0]
+
+        def back() -> bool:
+            info = fleet.sitter_info(0)
+            return info["state"] == "healthy" and info["pid"] not in (None, old_pid)
+
+        wait_until(back, 120, interval=0.2, what="the sitter to bring replica 0 back")
+        recovered_s = time.monotonic() - killed_at
+        wait_until(lambda: url0 in _healthy_instances(fleet), 30, what="the router to take replica 0 back")
+        served0 = fleet.requests_by_instance().get(url0, 0)
+        wait_until(
+            lambda: fleet.requests_by_instance().get(url0, 0) > served0, 60, what="traffic on replica 0 again"
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=150)
+    assert errors == [], errors
+    assert ok[0] > ok_at_kill
+    info = fleet.sitter_info(0)
+    assert int(info["restarts"]) == old_restarts + 1  # type: ignore[call-overload]
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    assert fleet.status()["gemma-0"]["state"] == "healthy"
+    print(f"replica 0 healthy again {recovered_s:.1f}s after SIGKILL; {ok[0]} requests, 0 errors")
+
+
+def _healthy_instances(fleet: Fleet) -> set[str]:
+    pat = re.compile(r'^corral_router_instance_healthy\{instance="([^"]+)"\} 1', re.MULTILINE)
+    return set(pat.findall(fleet.metrics()))
+
+
+def test_down_leaves_no_process(fleet: Fleet) -> None:
+    pids = [int(s["pid"]) for s in fleet.status().values() if s.get("pid")]  # type: ignore[call-overload]
+    pids += [int(fleet.sitter_info(i)["pid"]) for i in range(2)]  # type: ignore[call-overload]
+    assert len(fleet.processes()) >= len(pids)
+    out = fleet.down()
+    assert out.returncode == 0, out.stdout + out.stderr
+    survivors = [p for p in fleet.processes()]
+    assert survivors == [], [(p.pid, p.info["cmdline"]) for p in survivors]
+    alive = [
+        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == []
+    assert fleet.status() == {}
