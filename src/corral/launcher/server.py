@@ -13,22 +13,11 @@ import signal
 import socket
 from pathlib import Path
 
-import uvicorn
-
 from corral.config import Plan
 from corral.errors import SpawnError
-from corral.launcher.api import create_app
 from corral.launcher.orchestrator import Orchestrator
 from corral.launcher.state import LauncherLock, StateDir, remove_info, write_info
 from corral.proc.tree import kill_now, port_holder
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the launcher owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -93,6 +82,20 @@ async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
 
+    # Spawn first, import the web stack after: the registry boots while we import uvicorn.
+    orch.open()
+    orch.start_all()
+    import uvicorn
+
+    from corral.launcher.api import create_app
+
+    class _Server(uvicorn.Server):
+        """uvicorn without its own signal handling: the launcher owns SIGINT/SIGTERM."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            yield
+
     app = create_app(orch, plan.token, shutdown)
     # Open SSE streams never end by themselves: give them a second, then close.
     config = uvicorn.Config(
@@ -101,8 +104,6 @@ async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
     server = _Server(config)
     server_task = asyncio.create_task(server.serve(sockets=[sock]))
     write_info(state, host=plan.host, port=plan.dashboard_port, config=plan.config_file)
-    orch.open()
-    orch.start_all()
     live_task = None
     if term is not None:
         term.console.print(banner(plan) + "\n")

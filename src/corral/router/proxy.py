@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from corral.router import sse
@@ -28,11 +27,13 @@ from corral.router.instance import Instance
 from corral.router.metrics import Metrics
 from corral.router.pool import Pool, QueueFull, QueueTimeout
 from corral.router.responses import error
+from corral.router.upstream import ConnectError, Response, Timeouts, Upstream, UpstreamError
 
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
 _FAIL_STATUS = frozenset((502, 503, 504))  # count against the circuit breaker (429 is load)
 _USAGE_PATHS = ("/v1/chat/completions", "/v1/completions")
-_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_UPSTREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
+_JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
 
 
 class _Attempt(Exception):
@@ -59,28 +60,20 @@ class Proxy:
         self.select = select
         self.auth = frozenset("Bearer " + k for k in api_keys)
         self.forward_auth = not api_keys  # with router keys, the client's key is ours, not the backend's
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream = Upstream()
         self.inflight: dict[str, RequestContext] = {}
         self._ids = itertools.count(1)
         self._id_prefix = "req-" + os.urandom(5).hex() + "-"
         t = settings.timeouts
-        self._t_plain = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
-        self._t_stream = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+        self._t_plain = Timeouts(t.connect, t.read, t.total)
+        self._t_stream = Timeouts(t.connect, t.read, None)
 
     async def start(self) -> None:
-        """Open the one upstream session (keep-alive pool, no limit, no decompression)."""
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-            timeout=self._t_plain,
-        )
+        """Nothing to open: upstream connections are made on first use and then pooled."""
 
     async def close(self) -> None:
-        """Close the upstream session."""
-        if self.session is not None:
-            await self.session.close()
+        """Close the pooled upstream connections."""
+        self.upstream.close()
 
     def authorized(self, request: web.Request) -> bool:
         """Whether the request carries one of the API keys (always true without keys)."""
@@ -132,15 +125,17 @@ class Proxy:
                 strip_usage = True
         if target != model or strip_usage:
             raw = json.dumps(body).encode()
-        up_headers = {"Content-Type": "application/json", "X-Request-ID": rid}
+        # The request line and headers, minus Host (per instance): one bytes write upstream.
+        head = b"POST " + path.encode() + _JSON_HEAD + rid.encode("utf-8", "surrogateescape")
         if self.forward_auth:
             auth = headers.get("Authorization")
             if auth:
-                up_headers["Authorization"] = auth
+                head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
+        head += b"\r\nContent-Length: %d\r\n" % len(raw)
         ctx = RequestContext(rid, body, headers.get("X-Session-ID"), asyncio.current_task())
         self.inflight[rid] = ctx
         try:
-            return await self._route(request, ctx, target, path, raw, up_headers, stream, strip_usage, t0)
+            return await self._route(request, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             self.inflight.pop(rid, None)
 
@@ -149,9 +144,8 @@ class Proxy:
         request: web.Request,
         ctx: RequestContext,
         model: str,
-        path: str,
         raw: bytes,
-        up_headers: dict[str, str],
+        head: bytes,
         stream: bool,
         strip_usage: bool,
         t0: float,
@@ -181,9 +175,7 @@ class Proxy:
                 break
             last_try = attempt == settings.retries
             try:
-                return await self._send(
-                    request, ctx, inst, model, path, raw, up_headers, strip_usage, t0, last_try
-                )
+                return await self._send(request, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try)
             except _Attempt as exc:
                 last = str(exc)
                 tried = (*tried, inst)
@@ -211,23 +203,19 @@ class Proxy:
         ctx: RequestContext,
         inst: Instance,
         model: str,
-        path: str,
         raw: bytes,
-        up_headers: dict[str, str],
+        head: bytes,
+        stream: bool,
         strip_usage: bool,
         t0: float,
         last_try: bool,
     ) -> web.StreamResponse:
-        assert self.session is not None
-        stream = strip_usage or ctx.body.get("stream") is True
+        up = self.upstream
         try:
-            resp = await self.session.post(
-                inst.url + path,
-                data=raw,
-                headers=up_headers,
-                timeout=self._t_stream if stream else self._t_plain,
+            resp = await up.request(
+                inst.url, head + up.host_header(inst.url), raw, self._t_stream if stream else self._t_plain
             )
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectError as exc:
             inst.on_failure(connect=True)
             raise _Attempt(f"{inst.url}: cannot connect ({exc.os_error})") from None
         except _UPSTREAM_ERRORS as exc:
@@ -239,7 +227,7 @@ class Proxy:
                 if status in _FAIL_STATUS:
                     inst.on_failure()
                 raise _Attempt(f"{inst.url}: HTTP {status}")
-            ctype = resp.headers.get("Content-Type", "application/json")
+            ctype = resp.content_type.decode("latin-1")
             if ctype.startswith("text/event-stream"):
                 return await self._relay(request, ctx, inst, model, resp, ctype, strip_usage, t0)
             try:
@@ -260,7 +248,7 @@ class Proxy:
                 status=status, body=data, headers={"Content-Type": ctype, "X-Request-ID": ctx.request_id}
             )
         finally:
-            resp.close()
+            resp.release()
 
     async def _relay(
         self,
@@ -268,12 +256,12 @@ class Proxy:
         ctx: RequestContext,
         inst: Instance,
         model: str,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         ctype: str,
         strip_usage: bool,
         t0: float,
     ) -> web.StreamResponse:
-        content = resp.content
+        content = resp
         # Wait for the first bytes before answering: until then a dead backend can still be retried.
         try:
             first = await content.readany()

@@ -247,9 +247,12 @@ class Sitter:
         log.info("backend %s -> %s pid=%s restarts=%s%s", ev.previous, ev.state, ev.pid, ev.restarts, why)
         healthy = ev.state == State.HEALTHY
         if self.registration:
-            meta: dict[str, Any] = {"pid": ev.pid, "restarts": ev.restarts, "process_state": str(ev.state)}
-            if ev.reason:
-                meta["reason"] = ev.reason
+            meta: dict[str, Any] = {
+                "pid": ev.pid,
+                "restarts": ev.restarts,
+                "process_state": str(ev.state),
+                "reason": ev.reason,  # None clears a stale reason
+            }
             self.registration.update(
                 self.backend_id, state=_WIRE_STATE.get(ev.state, str(ev.state)), metadata=meta
             )

@@ -1,0 +1,318 @@
+"""The router's upstream HTTP/1.1 client: an asyncio protocol on httptools with a keep-alive pool.
+
+Why not aiohttp's client: building a ``ClientRequest`` (auto headers, payload objects, timeout
+handles, a ``StreamReader``) was a third of the router's CPU per proxied request in py-spy. Here a
+request is one pre-assembled ``bytes`` write on a pooled connection, and the response arrives as
+status, content type and body pieces straight from the parser callbacks.
+
+Timeouts cost one timer per request, not one per chunk: ``data_received`` stamps the time and the
+timer, when it fires, re-arms itself for the rest of the idle window (``read``) or the request's
+deadline (``total``), whichever is sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from urllib.parse import urlsplit
+
+import httptools
+
+_PAUSE_AT = 256 * 1024  # buffered body bytes before we stop reading from the backend
+_MAX_IDLE = 512  # idle keep-alive connections kept per backend
+
+
+class UpstreamError(Exception):
+    """The backend could not give a complete answer (after the request was sent)."""
+
+
+class ConnectError(UpstreamError):
+    """No connection could be opened; ``os_error`` says why."""
+
+    def __init__(self, os_error: BaseException) -> None:
+        super().__init__(str(os_error))
+        self.os_error = os_error
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    """The backend was silent for longer than the read timeout (or the total ran out)."""
+
+
+class UpstreamClosed(UpstreamError):
+    """The backend closed the connection before the response ended."""
+
+
+class Timeouts:
+    """Seconds: ``connect``, ``read`` (between pieces of the body), ``total`` (None: no limit)."""
+
+    __slots__ = ("connect", "read", "total")
+
+    def __init__(self, connect: float, read: float, total: float | None) -> None:
+        self.connect, self.read, self.total = connect, read, total
+
+
+class _Target:
+    """A backend base URL, parsed once: where to connect and what to put in ``Host``."""
+
+    __slots__ = ("host", "host_header", "idle", "port", "ssl")
+
+    def __init__(self, url: str) -> None:
+        u = urlsplit(url)
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "https" else None
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (443 if self.ssl else 80)
+        self.host_header = b"Host: " + u.netloc.encode() + b"\r\n"
+        self.idle: list[Response] = []
+
+
+class Response(asyncio.Protocol):
+    """One upstream connection and the response in progress on it.
+
+    After :meth:`Upstream.request` returns, ``status`` and ``content_type`` are set; read the body
+    with :meth:`read` (whole) or :meth:`readany` (pieces as they arrive, ``b""`` at the end), then
+    call :meth:`release`, which pools the connection if the response ended cleanly and closes it
+    otherwise (a backend that is still generating sees the disconnect and stops).
+    """
+
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.content_type = b"application/json"
+        self.lost = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers_done = False
+        self.complete = False
+        self.got_bytes = False
+        self.keep_alive = False
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0
+        self._deadline: float | None = None
+        self._read_s = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        idle = self.target.idle
+        if self in idle:
+            idle.remove(self)
+        if not self.complete:
+            self._fail(UpstreamClosed("backend closed the connection" + (f": {exc}" if exc else "")))
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self._last = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"malformed response from backend: {exc}"))
+            if self.transport is not None:
+                self.transport.abort()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 12 and name.lower() == b"content-type":
+            self.content_type = value
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._stop_timer()
+        self._wake()
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._stop_timer()
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_exception(exc)
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def _start_timer(self, t: Timeouts) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        self._last = now
+        self._read_s = t.read
+        self._deadline = now + t.total if t.total else None
+        self._timer = loop.call_later(t.read if t.total is None else min(t.read, t.total), self._check)
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        left = self._last + self._read_s - now
+        if self._deadline is not None:
+            left = min(left, self._deadline - now)
+        if left > 0:
+            self._timer = asyncio.get_running_loop().call_later(left, self._check)
+            return
+        self._timer = None
+        self._fail(UpstreamTimeout("backend timed out"))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- the body --------------------------------------------------------------------------
+    async def read(self) -> bytes:
+        """The whole body."""
+        while not self.complete:
+            await self._wait()
+        data = b"".join(self._chunks)
+        self._chunks = []
+        return data
+
+    async def readany(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some); ``b""`` at the end."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            await self._wait()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def release(self) -> None:
+        """Pool the connection after a complete response; close it in any other case."""
+        self._stop_timer()
+        if self.transport is None:
+            return
+        if self.complete and self.keep_alive and not self.lost and len(self.target.idle) < _MAX_IDLE:
+            self._reset()
+            self.parser = httptools.HttpResponseParser(self)
+            self.content_type = b"application/json"
+            self.target.idle.append(self)
+        else:
+            self.lost = True
+            self.transport.abort()
+
+
+class Upstream:
+    """Sends requests to backends over pooled keep-alive connections."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, _Target] = {}
+
+    def host_header(self, base_url: str) -> bytes:
+        """The ``Host`` header line for ``base_url`` (precomputed)."""
+        return self._target(base_url).host_header
+
+    def _target(self, base_url: str) -> _Target:
+        t = self._targets.get(base_url)
+        if t is None:
+            t = self._targets[base_url] = _Target(base_url)
+        return t
+
+    async def request(self, base_url: str, head: bytes, body: bytes, timeouts: Timeouts) -> Response:
+        """Send ``head`` (request line and headers, ending in a blank line) and ``body``.
+
+        Returns once the response headers arrived. Raises :class:`ConnectError` when no
+        connection could be opened and :class:`UpstreamError` when the backend failed before its
+        headers. A pooled connection the backend closed meanwhile is replaced transparently.
+        """
+        target = self._target(base_url)
+        idle = target.idle
+        while idle:
+            conn = idle.pop()
+            if conn.lost or conn.transport is None or conn.transport.is_closing():
+                continue
+            conn._start_timer(timeouts)
+            try:
+                return await self._send(conn, head, body)
+            except UpstreamClosed:
+                if conn.got_bytes:
+                    raise
+                conn.release()  # the backend dropped an idle connection as we reused it: once more
+                break
+            except BaseException:
+                conn.release()
+                raise
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Response(target),
+                    target.host,
+                    target.port,
+                    ssl=target.ssl,
+                    server_hostname=target.host if target.ssl else None,
+                ),
+                timeouts.connect,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectError(exc) from None
+        conn._start_timer(timeouts)
+        try:
+            return await self._send(conn, head, body)
+        except BaseException:
+            conn.release()
+            raise
+
+    @staticmethod
+    async def _send(conn: Response, head: bytes, body: bytes) -> Response:
+        assert conn.transport is not None
+        conn.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            conn.transport.write(body)
+        while not conn.headers_done:
+            await conn._wait()
+        return conn
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        for t in self._targets.values():
+            idle, t.idle = t.idle, []
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.transport.abort()
