@@ -184,7 +184,8 @@ async def one_run(
                 x = res[mode, name] = await load(url, conc, a.duration, mode, tokens, pid)
                 streamed = mode != "plain"
                 print(
-                    f"| {mode} | {conc} | {name} | {x.rps:.0f} | {x.p(x.lat, 0.5):.2f} | {x.p(x.lat, 0.99):.2f} | "
+                    f"| {mode} | {conc} | {name} | {x.rps:.0f} | {x.p(x.lat, 0.5):.2f} | "
+                    f"{x.p(x.lat, 0.99):.2f} | "
                     f"{fmt(x.p(x.ttft, 0.5), '.2f') if streamed else ''} | "
                     f"{x.events / x.secs if streamed else float('nan'):.0f} | "
                     f"{fmt(x.cpu_us_req, '.0f') if name == 'router' else ''} |".replace("| nan |", "|  |")

@@ -21,7 +21,7 @@ async def test_stats_report_rate_latency_and_tokens_from_a_real_router(procs: Co
     wait_until(lambda: "m1" in httpx.get(router + "/v1/models").text, 30, what="router routes m1")
 
     app = FastAPI()
-    app.include_router(dashboard_router(router, interval_s=0.05))
+    app.include_router(dashboard_router(router, interval_s=0.001))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as dash:
         first = (await dash.get("/api/router/stats")).json()

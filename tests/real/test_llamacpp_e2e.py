@@ -22,7 +22,7 @@ from openai import AsyncOpenAI, OpenAI
 from corral.presets.llamacpp import LlamaCppPreset
 from support import wait_until
 
-MAX_TOKENS = 8
+MAX_TOKENS = 8  # greedy (temperature 0) so answers are the same each run, never empty
 PROMPT = [{"role": "user", "content": "Name one colour."}]
 
 
@@ -68,14 +68,18 @@ def test_models_are_listed(fleet: Fleet) -> None:
 
 
 def test_chat_completion(fleet: Fleet) -> None:
-    r = client(fleet).chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    r = client(fleet).chat.completions.create(
+        model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+    )  # type: ignore[arg-type]
     assert r.choices[0].message.content
     assert r.usage is not None and r.usage.prompt_tokens > 0
     assert 0 < r.usage.completion_tokens <= MAX_TOKENS
     assert re.search(
         r'^corral_router_completion_tokens_total\{model="gemma-3-270m"\} [1-9]', fleet.metrics(), re.M
     )
-    mock = client(fleet).chat.completions.create(model=MOCK, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    mock = client(fleet).chat.completions.create(
+        model=MOCK, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+    )  # type: ignore[arg-type]
     assert mock.choices[0].message.content
 
 
@@ -84,6 +88,7 @@ def test_streamed_chat_completion(fleet: Fleet) -> None:
         model=ALIAS,
         messages=PROMPT,  # type: ignore[arg-type]
         max_tokens=MAX_TOKENS,
+        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -124,7 +129,9 @@ async def test_concurrent_requests_spread_over_both_replicas(fleet: Fleet) -> No
     try:
         answers = await asyncio.gather(
             *(
-                aclient.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                aclient.chat.completions.create(
+                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+                )  # type: ignore[arg-type]
                 for _ in range(6)
             )
         )
@@ -154,7 +161,9 @@ def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> Non
     def load() -> None:
         while not stop.is_set():
             try:
-                r = sync.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                r = sync.chat.completions.create(
+                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+                )  # type: ignore[arg-type]
                 assert r.choices[0].message.content
                 ok[0] += 1
             except Exception as exc:  # counted and reported: the test asserts there are none

@@ -37,14 +37,17 @@ def is_stable(policy: RestartPolicy, uptime_s: float) -> bool:
 
 
 def recent_restarts(policy: RestartPolicy, restart_times: Sequence[float], now: float) -> list[float]:
-    """The restart times (monotonic) that still fall inside the policy window."""
-    return [t for t in restart_times if now - t < policy.window_s]
+    """The restart times (monotonic) that still fall inside the policy window (all: no window)."""
+    window = policy.window_s
+    return [t for t in restart_times if window is None or now - t < window]
 
 
 def crash_loop(policy: RestartPolicy, restart_times: Sequence[float], now: float) -> str | None:
     """Why to give up (a message) when one more restart would exceed ``max_restarts``, else None."""
     recent = recent_restarts(policy, restart_times, now)
     if len(recent) >= policy.max_restarts:
+        if policy.window_s is None:
+            return f"crash loop: gave up after {len(recent)} restarts (max_restarts={policy.max_restarts})"
         return (
             f"crash loop: {len(recent)} restarts within {policy.window_s:g}s"
             f" (max_restarts={policy.max_restarts})"

@@ -38,7 +38,15 @@ class Timer:
     what: Literal["respawn", "start_timeout"]
 
 
-Msg = Cmd | Exited | Verdict | Timer
+@dataclass
+class Gate:
+    """The ``before_restart`` hook's answer: None lets the restart go ahead, a string vetoes it."""
+
+    gen: int
+    veto: str | None
+
+
+Msg = Cmd | Exited | Verdict | Timer | Gate
 
 
 @dataclass

@@ -83,7 +83,7 @@ class RestartPolicy(BaseModel):
 
     policy: Literal["always", "on-failure", "never"] = "always"
     max_restarts: int = Field(default=10, ge=0)
-    window_s: float = Field(default=300, gt=0)
+    window_s: float | None = Field(default=300, gt=0)  # None: every restart since start counts
     backoff_initial_s: float = Field(default=1, ge=0)
     backoff_factor: float = Field(default=2, ge=1)
     backoff_max_s: float = Field(default=60, ge=0)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import psutil
@@ -31,7 +31,7 @@ from corral.proc.decide import (
 )
 from corral.proc.events import EventHub, State, StateEvent, Subscription
 from corral.proc.logs import LineCallback, LogFile
-from corral.proc.messages import Child, Cmd, Exited, Msg, Timer, Verdict
+from corral.proc.messages import Child, Cmd, Exited, Gate, Msg, Timer, Verdict
 from corral.proc.spawn import describe_os_error, preflight, spawn
 from corral.proc.spec import ProcessSpec
 from corral.proc.tree import kill_now, snapshot, stop_tree
@@ -41,16 +41,27 @@ log = logging.getLogger(__name__)
 TREE_SCAN_S = 5.0  # how often descendants are recorded, to kill re-parented ones after a crash
 _NOTE = "[corral] "
 
+# Called with the old process tree's PIDs (the root, the leader of its own process group, first)
+# before a process is started again; a string it returns vetoes the start (-> FAILED, that reason).
+BeforeRestart = Callable[[list[int]], Awaitable[str | None]]
+
 
 class Supervisor:
     """Spawns (or adopts) ``spec``, probes it, restarts it per policy, stops it with its tree.
 
     ``on_line`` is called with each output line (the launcher prefixes and interleaves them);
-    it must be quick and must not raise.
+    it must be quick and must not raise. ``before_restart`` (optional) is awaited, off the owner
+    task, with the PIDs of the tree that just exited or was stopped, before it is started again
+    (crash restart, ``restart``, ``start`` after ``stop``); returning a string vetoes the start.
     """
 
     def __init__(
-        self, spec: ProcessSpec, *, on_line: LineCallback | None = None, tail_lines: int = 1000
+        self,
+        spec: ProcessSpec,
+        *,
+        on_line: LineCallback | None = None,
+        tail_lines: int = 1000,
+        before_restart: BeforeRestart | None = None,
     ) -> None:
         self.spec = spec
         self.state = State.STOPPED
@@ -73,6 +84,9 @@ class Supervisor:
         self._attempt = 0  # restarts since the last stable run: drives the backoff
         self._restart_times: list[float] = []
         self._ready = self._live = False
+        self.before_restart = before_restart
+        self._old_pids: list[int] = []  # the last exited/stopped tree, for before_restart
+        self._gate: asyncio.Task[None] | None = None
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -189,19 +203,22 @@ class Supervisor:
                     await self._on_event(msg)
                 except Exception:  # a bug must not leave the process unsupervised
                     log.exception("%s: supervisor error handling %r", self.spec.name, msg)
-            if self._child is None and "respawn" not in self._timers and self._inbox.empty():
+            idle = self._child is None and self._gate is None and "respawn" not in self._timers
+            if idle and self._inbox.empty():
                 self._close_log()
                 return  # idle: nothing to watch; the next command starts a new owner
 
     async def _on_event(self, msg: Msg) -> None:
-        if isinstance(msg, Exited):
+        if isinstance(msg, Gate):
+            await self._on_gate(msg)
+        elif isinstance(msg, Exited):
             await self._on_exited(msg)
         elif isinstance(msg, Verdict):
             await self._on_verdict(msg)
         elif isinstance(msg, Timer) and msg.gen == self._gen:
             self._timers.pop(msg.what, None)
             if msg.what == "respawn" and self._child is None:
-                await self._launch(adopt=False)
+                await self._relaunch()
             elif msg.what == "start_timeout" and self._child is not None and self.state == State.STARTING:
                 why = f"not ready within start_timeout_s={self.spec.start_timeout_s:g}s"
                 self._note(why)
@@ -211,14 +228,19 @@ class Supervisor:
     # ---- commands ---------------------------------------------------------------------------
 
     async def _cmd_start(self, cmd: Cmd) -> None:
-        if self._child is not None or "respawn" in self._timers:
+        if self._child is not None or self._gate is not None or "respawn" in self._timers:
             return
         self._attempt, self._restart_times = 0, []
         self.last_lines = []
-        await self._launch(adopt=True)
+        if self.before_restart is not None and self._old_pids:
+            self._set(State.RESTARTING, "start requested")
+            await self._relaunch()
+        else:
+            await self._launch(adopt=True)
 
     async def _cmd_stop(self, cmd: Cmd) -> None:
         self._cancel_timer("respawn")
+        self._cancel_gate()
         if self._child is not None:
             self._set(State.STOPPING, "stop requested")
             self._note(f"stopping pid {self._child.pid}")
@@ -227,6 +249,7 @@ class Supervisor:
 
     async def _cmd_restart(self, cmd: Cmd) -> None:
         self._cancel_timer("respawn")
+        self._cancel_gate()
         if self._child is not None:
             self._set(State.STOPPING, "restart requested")
             self._note(f"restart requested: stopping pid {self._child.pid}")
@@ -234,10 +257,11 @@ class Supervisor:
         self._set(State.RESTARTING, "restart requested")
         self._attempt, self._restart_times = 0, []
         self.last_lines = []
-        await self._launch(adopt=False)
+        await self._relaunch()
 
     async def _cmd_detach(self, cmd: Cmd) -> None:
         self._cancel_timer("respawn")
+        self._cancel_gate()
         child = self._release_child()
         if child is None:
             return
@@ -247,6 +271,39 @@ class Supervisor:
         self._set(State.STOPPED, f"detached; pid {child.pid} left running")
 
     # ---- process lifecycle ------------------------------------------------------------------
+
+    async def _relaunch(self) -> None:
+        """Spawn afresh, once ``before_restart`` (if any) agrees about the old tree."""
+        old = self._old_pids  # kept: a vetoed start leaves the same tree to check next time
+        if self.before_restart is None or not old:
+            await self._launch(adopt=False)
+            return
+        self._gate = asyncio.get_running_loop().create_task(self._ask_gate(self._gen, old))
+
+    async def _ask_gate(self, gen: int, old: list[int]) -> None:
+        assert self.before_restart is not None
+        try:
+            veto = await self.before_restart(old)
+        except Exception as exc:  # a broken hook must not leave the process down silently
+            log.exception("%s: before_restart failed", self.spec.name)
+            veto = f"before_restart failed: {exc!r}"
+        self._post(Gate(gen, veto))
+
+    async def _on_gate(self, msg: Gate) -> None:
+        if msg.gen != self._gen or self._gate is None:
+            return  # cancelled by a later command
+        self._gate = None
+        if msg.veto is not None:
+            self._note(f"not restarting: {msg.veto}")
+            self._fail(msg.veto)
+        elif self._child is None:
+            await self._launch(adopt=False)
+
+    def _cancel_gate(self) -> None:
+        if self._gate is not None:
+            self._gate.cancel()
+            self._gate = None
+            self._gen += 1  # its answer, if already posted, is now stale
 
     async def _launch(self, *, adopt: bool) -> None:
         spec = self.spec
@@ -363,6 +420,7 @@ class Supervisor:
         child = self._release_child()
         assert child is not None
         uptime = time.monotonic() - child.started_mono
+        self._old_pids = _tree_pids(child, snapshot(child.pid))
         leftovers = kill_now(child.pid, child.tree.values())  # orphans of a crashed leader
         if leftovers:
             await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
@@ -406,6 +464,7 @@ class Supervisor:
         if child is None:
             return
         grace = self.spec.stop_grace_s if grace_s is None else grace_s
+        self._old_pids = _tree_pids(child, snapshot(child.pid))
         await stop_tree(child.pid, grace, extra=child.tree.values())
         if child.proc is not None:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
@@ -502,3 +561,10 @@ class Supervisor:
                 self.spec.name, state, previous, time.time(), self.pid, self.restarts, reason, exit_code
             )
         )
+
+
+def _tree_pids(child: Child, now: list[psutil.Process]) -> list[int]:
+    """The root's PID first, then every descendant recorded or seen now."""
+    rest = {p.pid for p in now} | set(child.tree)
+    rest.discard(child.pid)
+    return [child.pid, *sorted(rest)]

@@ -63,7 +63,10 @@ class Proxy:
         self.upstream = Upstream()
         self.inflight: dict[str, RequestContext] = {}
         self._ids = itertools.count(1)
-        self._id_prefix = "req-" + os.urandom(5).hex() + "-"
+        # UUID-shaped (random 80 bits + a counter): llama-cpp-python's server answers 400 to an
+        # X-Request-ID that does not parse as a UUID.
+        h = os.urandom(10).hex()
+        self._id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
         t = settings.timeouts
         self._t_plain = Timeouts(t.connect, t.read, t.total)
         self._t_stream = Timeouts(t.connect, t.read, None)
@@ -81,7 +84,7 @@ class Proxy:
 
     def new_id(self) -> str:
         """A process-unique request id (cheaper than uuid4 on the hot path)."""
-        return self._id_prefix + str(next(self._ids))
+        return self._id_prefix + format(next(self._ids), "012x")
 
     # -- the handler -------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -175,7 +178,9 @@ class Proxy:
                 break
             last_try = attempt == settings.retries
             try:
-                return await self._send(request, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try)
+                return await self._send(
+                    request, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try
+                )
             except _Attempt as exc:
                 last = str(exc)
                 tried = (*tried, inst)

@@ -63,7 +63,7 @@ class _Target:
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "https" else None
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or (443 if self.ssl else 80)
-        self.host_header = b"Host: " + u.netloc.encode() + b"\r\n"
+        self.host_header = b"Host: " + u.netloc.encode() + b"\r\n\r\n"
         self.idle: list[Response] = []
 
 
@@ -245,7 +245,7 @@ class Upstream:
         self._targets: dict[str, _Target] = {}
 
     def host_header(self, base_url: str) -> bytes:
-        """The ``Host`` header line for ``base_url`` (precomputed)."""
+        """The ``Host`` header line for ``base_url`` and the blank line that ends a request head."""
         return self._target(base_url).host_header
 
     def _target(self, base_url: str) -> _Target:
@@ -255,7 +255,7 @@ class Upstream:
         return t
 
     async def request(self, base_url: str, head: bytes, body: bytes, timeouts: Timeouts) -> Response:
-        """Send ``head`` (request line and headers, ending in a blank line) and ``body``.
+        """Send ``head`` (request line and headers, ending with :meth:`host_header`) and ``body``.
 
         Returns once the response headers arrived. Raises :class:`ConnectError` when no
         connection could be opened and :class:`UpstreamError` when the backend failed before its

@@ -10,8 +10,9 @@ from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
 from corral.sitter.config import SitterConfig
 
 _WILDCARDS = ("0.0.0.0", "::", "")
-# The legacy --max-restarts counted every restart since start; a year-long window keeps that.
-_LEGACY_WINDOW_S = 365 * 24 * 3600.0
+# The legacy --max-restarts counted every restart since start (no window), and a long run never
+# reset the count: "stable" after a year keeps that.
+_NEVER_STABLE_S = 365 * 24 * 3600.0
 
 
 def probe_host(host: str) -> str:
@@ -42,6 +43,16 @@ def health_path(cfg: SitterConfig) -> str:
     return cfg.health_path or cfg.preset.health_path(cfg.launch_request())
 
 
+def backend_env(cfg: SitterConfig) -> dict[str, str]:
+    """``--env``, plus ``CUDA_VISIBLE_DEVICES`` (and NVML's device order) for ``--gpus``."""
+    env = dict(cfg.env)
+    if cfg.gpus:
+        # CUDA orders devices fastest-first unless told PCI order, which is NVML's (docs/gpu.md).
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        env["CUDA_VISIBLE_DEVICES"] = cfg.cuda_visible_devices or ""
+    return env
+
+
 def process_spec(cfg: SitterConfig) -> ProcessSpec:
     """The supervised backend: argv from the preset, probes on its health path, legacy restarts."""
     preset = cfg.preset
@@ -52,7 +63,7 @@ def process_spec(cfg: SitterConfig) -> ProcessSpec:
     return ProcessSpec(
         name=cfg.service_name,
         argv=preset.argv(req),
-        env=dict(cfg.env),
+        env=backend_env(cfg),
         cwd=cfg.work_dir,
         log_file=state_dir / f"{safe_name}.log",
         pid_file=state_dir / f"{safe_name}.pid",
@@ -64,11 +75,11 @@ def process_spec(cfg: SitterConfig) -> ProcessSpec:
         restart=RestartPolicy(
             policy="always",
             max_restarts=cfg.max_restarts,
-            window_s=_LEGACY_WINDOW_S,
+            window_s=None,
             backoff_initial_s=cfg.restart_delay,
             backoff_factor=1,
             backoff_max_s=cfg.restart_delay,
-            stable_after_s=_LEGACY_WINDOW_S,
+            stable_after_s=_NEVER_STABLE_S,
         ),
         stop_grace_s=10,
     )

@@ -41,6 +41,15 @@ def register(app: typer.Typer) -> None:
         router_url: str | None = typer.Option(
             None, "--router-url", "--router", help="Router told add_worker/remove_worker directly."
         ),
+        router_token: str | None = typer.Option(
+            None, envvar="CORRAL_ROUTER_TOKEN", help="Bearer token for the router's admin routes."
+        ),
+        gpus: str | None = typer.Option(
+            None, help="GPU indices for the backend, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES)."
+        ),
+        gpu_release_timeout: float | None = typer.Option(
+            None, help="Seconds to wait for the old backend's GPU memory before a restart [60]."
+        ),
         max_restarts: int | None = typer.Option(None, help="Restarts before giving up [10000]."),
         restart_delay: float | None = typer.Option(None, help="Seconds between a crash and the restart [5]."),
         heartbeat_interval: float | None = typer.Option(
@@ -73,6 +82,9 @@ def register(app: typer.Typer) -> None:
             "registry_url": registry_url,
             "registry_token": registry_token,
             "router_url": router_url,
+            "router_token": router_token,
+            "gpus": gpus,
+            "gpu_release_timeout": gpu_release_timeout,
             "max_restarts": max_restarts,
             "restart_delay": restart_delay,
             "heartbeat_interval": heartbeat_interval,

@@ -46,6 +46,9 @@ class SitterConfig(BaseModel):
     registry_url: str | None = None
     registry_token: str | None = None
     router_url: str | None = None
+    router_token: str | None = None
+    gpus: list[int] = []
+    gpu_release_timeout: float = Field(60.0, gt=0)
     max_restarts: int = Field(10000, ge=0)
     restart_delay: float = Field(5.0, ge=0)
     heartbeat_interval: float = Field(30.0, gt=0)
@@ -79,6 +82,25 @@ class SitterConfig(BaseModel):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
 
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return [v]
+        if isinstance(v, str):
+            parts = [p.strip() for p in v.split(",") if p.strip()]
+            if not all(p.isdigit() for p in parts):
+                raise ValueError(f"expected GPU indices such as 0,1, got {v!r}")
+            return [int(p) for p in parts]
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, v: list[int]) -> list[int]:
+        if any(i < 0 for i in v) or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct GPU indices >= 0, got {v}")
+        return v
+
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, v: str | None) -> str | None:
@@ -97,6 +119,11 @@ class SitterConfig(BaseModel):
     def sitter_port(self) -> int:
         """The sitter's own HTTP port."""
         return self.port + 1
+
+    @property
+    def cuda_visible_devices(self) -> str | None:
+        """``--gpus`` as CUDA_VISIBLE_DEVICES (``0,1``), or None when no GPUs are assigned."""
+        return ",".join(map(str, self.gpus)) if self.gpus else None
 
     @property
     def service_name(self) -> str:
@@ -173,5 +200,10 @@ def build_config(flags: dict[str, Any], config_file: str | None = None) -> Sitte
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         message = message.removeprefix("Value error, ")
         raise ConfigError(message, file=None if given_as_flag else config_file, field=where) from None
+    given = cfg.env.get("CUDA_VISIBLE_DEVICES")
+    if cfg.gpus and given is not None and given != cfg.cuda_visible_devices:
+        raise ConfigError(
+            f"{cfg.cuda_visible_devices} conflicts with --env CUDA_VISIBLE_DEVICES={given}", field="--gpus"
+        )
     cfg.preset.check(cfg.launch_request())  # e.g. vllm without --path
     return cfg

@@ -20,8 +20,10 @@ log = logging.getLogger("corral.sitter")
 class RouterLink:
     """Keeps ``worker_url``'s membership in the router at ``router_url`` equal to ``want``."""
 
-    def __init__(self, router_url: str, worker_url: str) -> None:
+    def __init__(self, router_url: str, worker_url: str, token: str | None = None) -> None:
         self.router_url = router_url.rstrip("/")
+        # `corral router --admin-token` guards add_worker/remove_worker with a Bearer token.
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.worker_url = worker_url
         self.wanted = False
         self.member: bool | None = None  # None: unknown (never told the router)
@@ -37,7 +39,8 @@ class RouterLink:
     async def run(self) -> None:
         """Reconcile forever (cancel to stop)."""
         backoff = Backoff(initial=0.1, maximum=5.0)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
             while True:
                 self._wake.clear()
                 delay: float | None = None
@@ -47,7 +50,7 @@ class RouterLink:
                         backoff.reset()
                     except (aiohttp.ClientError, TimeoutError) as exc:
                         delay = backoff.next()
-                        message = str(exc) or type(exc).__name__
+                        message = _describe(exc)
                         if message != self.last_error:
                             log.warning("router %s: %s (retrying)", self.router_url, message)
                         self.last_error = message
@@ -75,10 +78,18 @@ class RouterLink:
         if self.member is False:
             return
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout), headers=self._headers
+            ) as session:
                 await self._send(session, False)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("router %s: remove_worker failed: %s", self.router_url, exc or type(exc).__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 def _already(body: str, add: bool) -> bool:

@@ -27,8 +27,9 @@ from corral.proc.tree import port_holder
 from corral.sitter.api import create_app
 from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, public_host, url
 from corral.sitter.config import SitterConfig
+from corral.sitter.gpu_gate import GpuGate
 from corral.sitter.models import ModelWatcher
-from corral.sitter.registration import Instance, Registration
+from corral.sitter.registration import RegistryLink
 from corral.sitter.router_link import RouterLink
 
 log = logging.getLogger("corral.sitter")
@@ -54,7 +55,8 @@ class Sitter:
         self.cfg = cfg
         self.preset = cfg.preset
         self.spec = process_spec(cfg)
-        self.supervisor = Supervisor(self.spec)
+        self.gpu_gate = GpuGate(cfg.gpus, cfg.gpu_release_timeout) if cfg.gpus else None
+        self.supervisor = Supervisor(self.spec, before_restart=self.gpu_gate)
         self.backend_url = url(probe_host(cfg.host), cfg.port)
         self.public_backend_url = url(public_host(cfg.host), cfg.port)
         self.public_sitter_url = url(public_host(cfg.host), cfg.sitter_port)
@@ -65,7 +67,9 @@ class Sitter:
         self.backend_id = instance_id(cfg.service_name, public_host(cfg.host), cfg.port)
         self.sitter_id = instance_id(f"{cfg.service_name}-sitter", public_host(cfg.host), cfg.sitter_port)
         self.registration = self._registration() if cfg.registry_url else None
-        self.router = RouterLink(cfg.router_url, self.public_backend_url) if cfg.router_url else None
+        self.router = (
+            RouterLink(cfg.router_url, self.public_backend_url, cfg.router_token) if cfg.router_url else None
+        )
         self.watcher = ModelWatcher(self.backend_url, self._ready, self._on_models)
         self._control_lock = asyncio.Lock()
 
@@ -96,6 +100,10 @@ class Sitter:
             "health_url": self.backend_url + health_path(self.cfg),
             "models": self.models,
             "max_concurrency": self.max_concurrency,
+            "gpus": self.cfg.gpus,
+            "cuda_visible_devices": self.spec.env.get("CUDA_VISIBLE_DEVICES"),
+            "gpu_release_wait_s": self.gpu_gate.last_wait_s if self.gpu_gate else None,
+            "gpu_release": self.gpu_gate.status() if self.gpu_gate else None,
             "sitter_pid": _own_pid(),
             "sitter_uptime_s": round(time.time() - self.started_at, 3),
             **{k: v for k, v in proc.items() if k != "name"},
@@ -143,7 +151,7 @@ class Sitter:
             asyncio.create_task(self._progress(), name="progress"),
         ]
         if self.registration:
-            tasks.append(asyncio.create_task(self.registration.run(), name="registry"))
+            self.registration.start()
         if self.router:
             tasks.append(asyncio.create_task(self.router.run(), name="router"))
         log.info(
@@ -167,6 +175,8 @@ class Sitter:
             for task in tasks[1:]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.registration:
+                await self.registration.close()
             close = getattr(events, "close", None)
             if close is not None:
                 close()
@@ -178,7 +188,7 @@ class Sitter:
         log.info("stopping: deregistering, then stopping the backend")
         leaving = []
         if self.registration:
-            leaving.append(self.registration.deregister())
+            leaving.append(self.registration.leave())
         if self.router:
             leaving.append(self.router.leave())
         await asyncio.gather(*leaving)
@@ -203,30 +213,32 @@ class Sitter:
         sock.set_inheritable(False)
         return sock
 
-    def _registration(self) -> Registration:
+    def _registration(self) -> RegistryLink:
         assert self.cfg.registry_url
         meta: dict[str, Any] = {"preset": self.preset.name, "sitter_url": self.public_sitter_url}
         if self.max_concurrency is not None:
             meta["max_concurrency"] = self.max_concurrency
-        backend = Instance(
-            id=self.backend_id,
+        if self.cfg.gpus:
+            meta["gpus"] = self.cfg.gpus
+        backend = {
+            "id": self.backend_id,
+            "url": self.public_backend_url,
+            "models": list(self.models),
+            "metadata": meta,
+        }
+        sitter = {
+            "id": self.sitter_id,
+            "url": self.public_sitter_url,
+            "state": "healthy",
+            "metadata": {"backend_id": self.backend_id, "preset": self.preset.name},
+        }
+        return RegistryLink(
+            self.cfg.registry_url,
             service=self.cfg.service_name,
-            kind="backend",
-            url=self.public_backend_url,
-            models=list(self.models),
-            metadata=meta,
-        )
-        sitter = Instance(
-            id=self.sitter_id,
-            service=self.cfg.service_name,
-            kind="sitter",
-            url=self.public_sitter_url,
-            state="healthy",
-            models=[],
-            metadata={"backend_id": self.backend_id, "preset": self.preset.name},
-        )
-        return Registration(
-            self.cfg.registry_url, [backend, sitter], self.cfg.heartbeat_interval, self.cfg.registry_token
+            backend=backend,
+            sitter=sitter,
+            heartbeat_s=self.cfg.heartbeat_interval,
+            token=self.cfg.registry_token,
         )
 
     # ----- reacting to the backend ----------------------------------------------------------
@@ -236,7 +248,7 @@ class Sitter:
     def _on_models(self, models: list[str]) -> None:
         self.models = models
         if self.registration:
-            self.registration.update(self.backend_id, models=models)
+            self.registration.update_backend(models=models)
 
     async def _follow(self, events: Any) -> None:
         async for ev in events:
@@ -253,9 +265,9 @@ class Sitter:
                 "process_state": str(ev.state),
                 "reason": ev.reason,  # None clears a stale reason
             }
-            self.registration.update(
-                self.backend_id, state=_WIRE_STATE.get(ev.state, str(ev.state)), metadata=meta
-            )
+            if self.gpu_gate is not None and self.gpu_gate.last is not None:
+                meta["gpu_release_wait_s"] = self.gpu_gate.last_wait_s
+            self.registration.update_backend(state=_WIRE_STATE.get(ev.state, str(ev.state)), metadata=meta)
         if self.router:
             self.router.want(healthy)
         if healthy:
