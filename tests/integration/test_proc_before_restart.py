@@ -39,9 +39,7 @@ async def made() -> AsyncIterator[list[Supervisor]]:
 
 
 def _sup(made: list[Supervisor], gate: Gate) -> Supervisor:
-    spec = ProcessSpec(
-        name="gated", argv=SLEEPER, restart=RestartPolicy(backoff_initial_s=0), stop_grace_s=1
-    )
+    spec = ProcessSpec(name="gated", argv=SLEEPER, restart=RestartPolicy(backoff_initial_s=0), stop_grace_s=1)
     sup = Supervisor(spec, before_restart=gate)
     made.append(sup)
     return sup

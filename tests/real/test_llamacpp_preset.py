@@ -21,6 +21,7 @@ def test_python_server_runs_with_the_interpreter_that_has_llama_cpp(
     argv = get_preset("llama.cpp").argv(req)
     assert argv[:3] == [sys.executable, "-m", "llama_cpp.server"]
     assert argv[-6:] == list(ARGS)
+    assert argv[argv.index("--interrupt_requests") + 1] == "false"  # probes must not cut streams
     assert argv[argv.index("--model_alias") + 1] == "gemma-3-270m"
 
 

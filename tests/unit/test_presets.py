@@ -64,7 +64,7 @@ def test_llamacpp_python_server_is_probed_on_models(monkeypatch: pytest.MonkeyPa
     r = req(path="/m/g.gguf", models=("gemma",), args=("--n_ctx", "2048"))
     assert p.argv(r) == [
         "python", "-m", "llama_cpp.server", "--model", "/m/g.gguf", "--host", H, "--port", "8100",
-        "--model_alias", "gemma", "--n_ctx", "2048",
+        "--model_alias", "gemma", "--interrupt_requests", "false", "--n_ctx", "2048",
     ]  # fmt: skip
     assert p.health_path(r) == "/v1/models"
 

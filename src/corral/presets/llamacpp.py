@@ -1,7 +1,9 @@
 """llama.cpp: ``llama-server`` when installed, else llama-cpp-python's ``llama_cpp.server``.
 
 The python server has no ``/health``, so readiness uses ``/v1/models`` there. Both serve one
-request at a time unless told otherwise, hence ``max_concurrency`` 1.
+request at a time unless told otherwise, hence ``max_concurrency`` 1. The python server is
+started with ``--interrupt_requests false``: by default it cuts a stream short (with ``[DONE]``)
+whenever any other request arrives, and every ``/v1/models`` probe counts as one.
 
 Extra ``args`` may use the python server's option names (``--n_ctx``, ``--n_threads``,
 ``--chat_format``, ``--n_gpu_layers``); with the native binary they are translated, so one config
@@ -61,6 +63,8 @@ class LlamaCppPreset(Preset):
         argv += ["--host", req.host, "--port", str(req.port)]
         if req.alias:
             argv += ["--model_alias", req.alias]
+        if "--interrupt_requests" not in req.args:
+            argv += ["--interrupt_requests", "false"]
         return argv
 
     def health_path(self, req: LaunchRequest) -> str:

@@ -56,7 +56,11 @@ class RegistryLink:
         )
 
     def update_backend(
-        self, *, state: str | None = None, models: list[str] | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        state: str | None = None,
+        models: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         """Change what the registry shows for the backend (``metadata`` merged); pushed at once."""
         if metadata is not None:

@@ -1,0 +1,347 @@
+"""The router's HTTP/1.1 front: an asyncio protocol on httptools (the mock's design, router's needs).
+
+Why not aiohttp's server: with the upstream side already on a bare protocol, aiohttp's request
+and response machinery (``BaseRequest``, ``StreamResponse.prepare``, the payload writer, its
+``StreamReader``) was half of what the router spent per request. Here the parser callbacks
+collect the headers and body, one task runs the handler, and every response is one ``write``
+(a stream: one per chunk, with chunked framing, no ``await`` unless the client reads slowly).
+
+Semantics kept from aiohttp's server as the router used it: keep-alive, requests on one
+connection answered in order, ``Expect: 100-continue``, a body limit answered with 413 (as
+OpenAI JSON), ``TCP_NODELAY``, and a client that disconnects cancels its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import httptools
+
+from corral.errors import error_body
+
+log = logging.getLogger("corral.router")
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS[499] = b"Client Closed Request"
+_CLOSE = b"Connection: close\r\n"
+_STREAM_HEAD = b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``."""
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+
+
+_STATUS = {s: status_line(s) for s in _REASONS}
+
+
+class Request:
+    """One parsed request; the body is complete before a handler sees it.
+
+    ``headers`` has lower-case names (the last value wins for repeated names).
+    """
+
+    __slots__ = ("_query", "body", "headers", "keep_alive", "method", "path", "raw_path")
+
+    def __init__(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, keep_alive: bool
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.path = raw_path.partition("?")[0]
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (first value of each)."""
+        if self._query is None:
+            q: dict[str, str] = {}
+            for k, v in parse_qsl(self.raw_path.partition("?")[2], keep_blank_values=True):
+                q.setdefault(k, v)
+            self._query = q
+        return self._query
+
+
+class Reply:
+    """A whole response: status, body, content type and extra header lines (pre-encoded)."""
+
+    __slots__ = ("body", "content_type", "extra", "status")
+
+    def __init__(
+        self, status: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b""
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.extra = extra  # b"Name: value\r\n" lines
+
+
+# A handler answers with a Reply, or streams through the connection itself and returns None.
+Handler = Callable[[Request, "Connection"], Awaitable[Reply | None]]
+Dispatch = Callable[[Request], Handler | None]
+
+
+def json_reply(status: int, doc: Any, request_id: str, extra: bytes = b"") -> Reply:
+    """A JSON body with the request id header."""
+    return Reply(status, json.dumps(doc).encode(), extra=b"X-Request-ID: " + _enc(request_id) + b"\r\n" + extra)
+
+
+def error_reply(
+    status: int, message: str, request_id: str, code: str | None = None, retry_after: int | None = None
+) -> Reply:
+    """An OpenAI-style JSON error (``corral.errors.error_body``), with ``Retry-After`` when given."""
+    extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
+    return json_reply(status, error_body(message, status, code), request_id, extra)
+
+
+def _enc(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses requests, runs one handler task at a time, writes replies."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        self.queue: collections.deque[Request] = collections.deque()
+        self.started = False  # whether the current request's response head went out
+        self._keep_alive = True
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Nagle + the client's delayed ACK stalls small streamed writes by ~40 ms: never here.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()  # the client left: its handler closes the upstream request
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("client went away"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "upgrades are not supported")
+        except httptools.HttpParserError:
+            self._fail(400, "malformed HTTP request")
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.server.max_body:
+            self._too_large = True  # read and drop the body, then answer 413
+        elif self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._size += len(body)
+        if self._size > self.server.max_body:
+            self._too_large = True
+            self._body = []
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._too_large:
+            limit = self.server.max_body
+            self._fail(413, f"request body larger than {limit} bytes", "request_too_large")
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        req = Request(
+            self.parser.get_method().decode("ascii", "replace"),
+            self._url.decode("utf-8", "surrogateescape"),
+            self._headers,
+            body,
+            self.parser.should_keep_alive(),
+        )
+        if self.task is not None or self.queue:
+            self.queue.append(req)  # pipelined: answered in order after the running one
+        else:
+            self._run(req)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _run(self, req: Request) -> None:
+        self._keep_alive = req.keep_alive
+        self.started = False
+        handler = self.server.dispatch(req)
+        if handler is None:
+            rid = req.headers.get("x-request-id") or "-"
+            self.send(error_reply(404, f"no route for {req.method} {req.path}", rid, "not_found"))
+            self._finished()
+            return
+        self.task = asyncio.get_running_loop().create_task(self._handle(handler, req))
+
+    async def _handle(self, handler: Handler, req: Request) -> None:
+        try:
+            reply = await handler(req, self)
+            if reply is not None:
+                self.send(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the one boundary: a handler bug answers 500 and is logged
+            log.exception("router handler failed: %s %s", req.method, req.path)
+            if not self.started:
+                self.send(error_reply(500, "internal router error", req.headers.get("x-request-id") or "-"))
+            elif self.transport is not None:
+                self.transport.close()
+        finally:
+            self.task = None
+        self._finished()
+
+    def _finished(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        if not self._keep_alive:
+            self.transport.close()
+            return
+        if self.queue and self.task is None:
+            self._run(self.queue.popleft())
+
+    def _fail(self, status: int, message: str, code: str | None = None) -> None:
+        if self.transport is not None and not self.closed:
+            self._keep_alive = False
+            self.send(error_reply(status, message, self._headers.get("x-request-id") or "-", code))
+            self.transport.close()
+
+    # -- responses -------------------------------------------------------------------------
+    def send(self, reply: Reply) -> None:
+        """Write a whole response in one write."""
+        if self.closed or self.transport is None:
+            return
+        self.started = True
+        body = reply.body
+        self.transport.write(
+            _STATUS.get(reply.status) or status_line(reply.status)
+            + b"Content-Type: "
+            + reply.content_type
+            + b"\r\nContent-Length: %d\r\n" % len(body)
+            + reply.extra
+            + (b"" if self._keep_alive else _CLOSE)
+            + b"\r\n"
+            + body
+        )
+
+    def stream_start(self, status: int, content_type: bytes, extra: bytes, first: bytes) -> None:
+        """Send a chunked response's head and, in the same write, its first piece."""
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("client went away")
+        self.started = True
+        self.transport.write(
+            (_STATUS.get(status) or status_line(status))
+            + b"Content-Type: "
+            + content_type
+            + b"\r\n"
+            + _STREAM_HEAD
+            + extra
+            + (b"" if self._keep_alive else _CLOSE)
+            + b"\r\n"
+            + (b"%x\r\n%s\r\n" % (len(first), first) if first else b"")
+        )
+
+    def stream_write(self, data: bytes) -> None:
+        """Send one piece of the chunked body (call :meth:`drain` when ``paused``)."""
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("client went away")
+        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def stream_end(self, last: bytes = b"") -> None:
+        """Send ``last`` and end the chunked body."""
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("client went away")
+        self.transport.write((b"%x\r\n%s\r\n" % (len(last), last) if last else b"") + b"0\r\n\r\n")
+
+    @property
+    def paused(self) -> bool:
+        """Whether the client reads slower than we write (then ``await drain()``)."""
+        return self._paused
+
+    async def drain(self) -> None:
+        """Wait until the client caught up; raises ConnectionResetError if it left."""
+        if self.closed:
+            raise ConnectionResetError("client went away")
+        if self._paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+
+class Server:
+    """Listens and serves ``dispatch``'s handlers; ``close`` stops it and every connection."""
+
+    def __init__(self, dispatch: Dispatch, max_body: int) -> None:
+        self.dispatch = dispatch
+        self.max_body = max_body
+        self.connections: set[Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind and listen."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self), host, port, backlog=2048, reuse_address=True
+        )
+
+    async def close(self) -> None:
+        """Stop listening, close connections and wait for their handlers."""
+        if self._server is not None:
+            self._server.close()
+        tasks = []
+        for conn in list(self.connections):
+            if conn.task is not None:
+                tasks.append(conn.task)
+            if conn.transport is not None:
+                conn.transport.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
