@@ -187,11 +187,12 @@ def test_log_panel_follows_filters_and_pauses(page: Any, fleet: Launcher) -> Non
     last = page.locator("#log-lines span").last.inner_text()
     assert last.startswith("tick ")
 
-    page.fill("#log-filter", "tick 1")
+    page.fill("#log-filter", last.strip())
     visible = page.eval_on_selector_all(
         "#log-lines span", "els => els.filter(e => e.className !== 'hide').map(e => e.textContent)"
     )
-    assert visible and all("tick 1" in v for v in visible)
+    assert visible and all(last.strip() in v for v in visible), visible
+    assert len(visible) < page.evaluate(count)
     page.fill("#log-filter", "")
 
     page.click("#log-pause")

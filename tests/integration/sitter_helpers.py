@@ -22,12 +22,19 @@ def start_registry(
     return url, proc
 
 
-def start_sitter(procs: CorralProcs, tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_sitter(
+    procs: CorralProcs, tmp_path: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`corral sit --service-type mock` (unless ``extra`` overrides it) with a temp state dir."""
     args = ["sit", "--port", str(port), "--state-dir", str(tmp_path / "state"), "--restart-delay", "0.2"]
     if "--service-type" not in extra:
         args += ["--service-type", "mock", "--models", "m1"]
-    return procs.start(*args, *extra, log=tmp_path / f"sitter-{port}.log")
+    return procs.start(*args, *extra, env=env, log=tmp_path / f"sitter-{port}.log")
+
+
+def sitter_info(port: int) -> dict[str, Any]:
+    """The sitter's /info body."""
+    return dict(httpx.get(f"http://127.0.0.1:{port + 1}/info", timeout=5).json())
 
 
 def instances(client: httpx.Client, registry: str) -> dict[str, dict[str, Any]]:

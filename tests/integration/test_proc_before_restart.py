@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from corral.proc import ProcessSpec, RestartPolicy, State, Supervisor
+from corral.proc.decide import crash_loop, recent_restarts
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
@@ -88,3 +89,10 @@ async def test_a_veto_fails_with_its_reason_and_stop_or_start_after_stop_are_gat
     await sup.wait_for(State.FAILED, timeout=10)
     assert sup.reason is not None and sup.reason.startswith("GPU 0: 1.0 GiB still held by PID 1")
     assert sup.pid is None and [c[0] for c in gate.calls] == [first, first]
+
+
+def test_no_window_counts_every_restart_since_start_and_says_so() -> None:
+    pol = RestartPolicy(max_restarts=2, window_s=None)
+    assert recent_restarts(pol, [1.0, 2.0], now=1e9) == [1.0, 2.0]
+    assert crash_loop(pol, [1.0], now=1e9) is None
+    assert crash_loop(pol, [1.0, 2.0], now=1e9) == "crash loop: gave up after 2 restarts (max_restarts=2)"

@@ -133,6 +133,7 @@ def test_crash_loop_fails_with_the_reason_in_health_and_info(procs: CorralProcs,
     )  # fmt: skip
     health = wait_backend_state(port, "failed")
     assert "crash loop" in health["reason"] and health["restarts"] == 2 and health["last_exit"] == 3
+    assert "gave up after 2 restarts (max_restarts=2); last: exited with exit code 3" in health["reason"]
     r = httpx.get(f"http://127.0.0.1:{port + 1}/health", timeout=2)
     assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
     assert "crash loop" in r.json()["error"]["message"]
@@ -233,3 +234,41 @@ def test_router_url_adds_the_worker_when_healthy_and_removes_it_on_crash(
     sitter.send_signal(signal.SIGTERM)
     assert sitter.wait(timeout=30) == 0
     assert worker not in urls()
+
+
+def test_router_token_is_sent_as_bearer_to_a_router_with_an_admin_token(
+    procs: CorralProcs, tmp_path: Path
+) -> None:
+    router_port = free_port()
+    procs.start("router", "--port", str(router_port), "--admin-token", "rt0k", log=tmp_path / "router.log")
+    router = f"http://127.0.0.1:{router_port}"
+    auth = {"Authorization": "Bearer rt0k"}
+    wait_http(f"{router}/health", timeout=30)
+
+    def urls() -> list[str]:
+        r = httpx.get(f"{router}/list_workers", headers=auth, timeout=2)
+        r.raise_for_status()
+        return list(r.json()["urls"])
+
+    tokenless, port = free_port(), free_port()
+    start_sitter(procs, tmp_path, tokenless, "--router-url", router)
+    sitter = start_sitter(procs, tmp_path, port, "--router-url", router, env={"CORRAL_ROUTER_TOKEN": "rt0k"})
+    worker = f"http://127.0.0.1:{port}"
+    wait_until(lambda: worker in urls(), 30, what="add_worker with the token")
+    # Without the token the router refuses, and the sitter says so (and keeps retrying).
+    wait_backend_state(tokenless, "healthy")
+    refused = wait_until(
+        lambda: (
+            (e := httpx.get(f"http://127.0.0.1:{tokenless + 1}/info", timeout=2).json()["router"])[
+                "last_error"
+            ]
+            and e
+        ),
+        15,
+    )
+    assert "401" in refused["last_error"] and refused["member"] is None
+    assert f"http://127.0.0.1:{tokenless}" not in urls()
+    sitter.send_signal(signal.SIGTERM)
+    assert sitter.wait(timeout=30) == 0
+    assert worker not in urls()
+    assert "rt0k" not in (tmp_path / f"sitter-{port}.log").read_text()

@@ -25,8 +25,8 @@ def fleet(installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     base: Path = tmp_path_factory.mktemp("llamacpp")
     assemble_model(base)
     f = make_fleet(base)
-    up = f.up(timeout=300)
     try:
+        up = f.up(timeout=300)
         assert up.returncode == 0, f"corral up -d failed:\n{up.stdout}\n{up.stderr}"
         yield f
     finally:

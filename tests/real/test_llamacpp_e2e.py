@@ -16,11 +16,15 @@ import time
 
 import httpx
 import psutil
+import pytest
 from llamacpp_fleet import ALIAS, MOCK, Fleet
 from openai import AsyncOpenAI, OpenAI
 
 from corral.presets.llamacpp import LlamaCppPreset
 from support import wait_until
+
+# Loading two replicas and SIGKILL recovery take longer than the suite's default 120 s.
+pytestmark = pytest.mark.timeout(600)
 
 MAX_TOKENS = 8  # greedy (temperature 0) so answers are the same each run, never empty
 PROMPT = [{"role": "user", "content": "Name one colour."}]

@@ -137,3 +137,37 @@ def test_helpers() -> None:
     assert [b.next() for _ in range(4)] == [0.1, 0.2, 0.3, 0.3]
     b.reset()
     assert b.next() == 0.1
+
+
+def test_gpus_set_cuda_visible_devices_and_restarts_count_since_start(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text('port = 8100\nservice-type = "mock"\ngpus = [1, 0]\ngpu-release-timeout = 5\n')
+    cfg = build_config(flags(router_token="t"), str(f))
+    assert (cfg.gpus, cfg.gpu_release_timeout, cfg.router_token) == ([1, 0], 5.0, "t")
+    spec = process_spec(cfg)
+    assert spec.env["CUDA_VISIBLE_DEVICES"] == "1,0" and spec.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert spec.restart.window_s is None  # legacy --max-restarts: every restart since start
+    assert build_config(flags(port=8100, service_type="mock", gpus="0, 2")).gpus == [0, 2]
+    assert build_config(flags(port=8100, service_type="mock", gpu_release_timeout=60)).gpus == []
+    assert "CUDA_VISIBLE_DEVICES" not in process_spec(build_config(flags(port=8100, service_type="mock"))).env
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            flags(port=8100, service_type="mock", gpus="0,x"),
+            "--gpus: expected GPU indices such as 0,1, got '0,x'",
+        ),
+        (flags(port=8100, service_type="mock", gpus="1,1"), "--gpus: expected distinct GPU indices >= 0"),
+        (
+            flags(port=8100, service_type="mock", gpus="0", env=["CUDA_VISIBLE_DEVICES=1"]),
+            "--gpus: 0 conflicts with --env",
+        ),
+        (flags(port=8100, gpu_release_timeout=0), "--gpu-release-timeout: Input should be greater than 0"),
+    ],
+)
+def test_bad_gpu_flags_name_the_flag(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(bad)
+    assert str(info.value).startswith(message)

@@ -127,6 +127,8 @@ class _Entry(Strict):
     port_step: int = Field(default=10, ge=1)
     gpus_per_replica: int = Field(default=0, ge=0)
     gpus: list[list[int]] | None = None  # explicit ids per replica
+    share_gpus: bool = False  # replicas may share a GPU (placement spreads them)
+    gpu_memory_gb: float | None = Field(default=None, gt=0)  # GiB needed free on each GPU of a replica
     models: list[str] = []
     stop_grace_s: float = Field(default=10, ge=0)
 
@@ -155,6 +157,7 @@ class BackendConfig(_Entry):
     restart_delay: float | None = Field(default=None, ge=0)
     heartbeat_interval: float | None = Field(default=None, gt=0)
     admin_token: str | None = None
+    gpu_release_timeout_s: float | None = Field(default=None, gt=0)  # the sitter's --gpu-release-timeout
 
     @model_validator(mode="after")
     def _needs_something_to_run(self) -> BackendConfig:

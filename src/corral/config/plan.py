@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from corral.config.gpus import available_gpus
+from corral.config.gpus import GpuPlanner, GpuShortage, Placement, candidate_inventory
 from corral.config.graph import check_acyclic, start_order
 from corral.config.load import router_table
 from corral.config.models import (
@@ -30,6 +30,7 @@ from corral.config.models import (
 )
 from corral.config.tomlout import dump_table
 from corral.errors import ConfigError
+from corral.gpu.placement import gpu_env
 
 Kind = Literal["registry", "router", "sitter", "service"]
 
@@ -68,6 +69,7 @@ class ProcessPlan(BaseModel):
     start_timeout_s: float = 600
     files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text
     token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
+    gpu_error: str | None = None  # placement refused this replica: it fails with this reason
 
 
 class Plan(BaseModel):
@@ -83,6 +85,7 @@ class Plan(BaseModel):
     registry_url: str | None
     router_url: str | None
     processes: list[ProcessPlan]
+    gpu_free: dict[int, int | None] = {}  # the inventory placement saw (free bytes, None = unknown)
 
     def get(self, name: str) -> ProcessPlan | None:
         """The process called ``name``, or None."""
@@ -142,7 +145,8 @@ class _Builder:
         self.host = config.corral.host
         self.python = python
         self.state_dir = (self.base / config.corral.state_dir).resolve()
-        self.gpu_pool = available_gpus(config.corral.gpus) if gpus is None else list(gpus)
+        self.gpu_override = gpus
+        self.gpu_planner: GpuPlanner | None = None  # built (inventory read) only when an entry wants GPUs
         self.registry_url = f"http://{self.host}:{config.registry.port}" if config.registry.enabled else None
         self.router_url = f"http://{self.host}:{config.router.port}" if config.router.enabled else None
         self.processes: list[ProcessPlan] = []
@@ -202,29 +206,18 @@ class _Builder:
             raise self.err(f"{e.replicas_from!r} matches no file", f"{where}.replicas_from")
         return list(files)
 
-    def allocate_gpus(
-        self, where: str, e: BackendConfig | ServiceConfig, n: int, free: list[int]
-    ) -> list[list[int]]:
-        if e.gpus is not None:
-            if len(e.gpus) != n:
-                raise self.err(f"lists GPUs for {len(e.gpus)} replicas but there are {n}", f"{where}.gpus")
-            for ids in e.gpus:
-                bad = [g for g in ids if g not in self.gpu_pool]
-                if bad:
-                    raise self.err(f"GPU {bad[0]} does not exist (GPUs: {self.gpu_pool})", f"{where}.gpus")
-            return [list(ids) for ids in e.gpus]
-        k = e.gpus_per_replica
-        if not k:
-            return [[] for _ in range(n)]
-        if k * n > len(free):
-            raise self.err(
-                f"{n} replica(s) x {k} GPU(s) need {k * n} free GPUs but only {len(free)} of "
-                f"{len(self.gpu_pool)} are left ([corral] gpus, or nvidia-smi -L)",
-                f"{where}.gpus_per_replica",
-            )
-        taken = [free[i * k : (i + 1) * k] for i in range(n)]
-        del free[: k * n]
-        return taken
+    def allocate_gpus(self, where: str, e: BackendConfig | ServiceConfig, n: int) -> Placement:
+        if e.gpus is None and not e.gpus_per_replica:
+            return Placement([[] for _ in range(n)])
+        from corral.gpu import PlacementError
+
+        if self.gpu_planner is None:
+            self.gpu_planner = GpuPlanner(candidate_inventory(self.c.corral.gpus, self.gpu_override))
+        field = f"{where}.gpus" if e.gpus is not None else f"{where}.gpus_per_replica"
+        try:
+            return self.gpu_planner.place(e, n)
+        except (GpuShortage, PlacementError) as exc:
+            raise self.err(str(exc), field) from None
 
     # -- processes ------------------------------------------------------------------------------
     def builtin(self) -> None:
@@ -258,7 +251,9 @@ class _Builder:
             )
 
     def _needs_registry(self) -> list[Dependency]:
-        return [Dependency(name="registry")] if self.c.registry.enabled else []
+        # "started", not "healthy": the router's watch and the sitter's heartbeater both retry
+        # from 0.1-0.2 s on, so their Python start-ups overlap the registry's (startup time).
+        return [Dependency(name="registry", condition="started")] if self.c.registry.enabled else []
 
     def _corral_server(self, name: Kind, argv: list[str], port: int, deps: list[Dependency]) -> None:
         url = f"http://{self.host}:{port}"
@@ -280,10 +275,11 @@ class _Builder:
             )
         )
 
-    def entry(self, where: str, e: BackendConfig | ServiceConfig, free_gpus: list[int]) -> None:
+    def entry(self, where: str, e: BackendConfig | ServiceConfig) -> None:
         files = self.replica_files(where, e)
         n = len(files)
-        gpus = self.allocate_gpus(where, e, n, free_gpus)
+        placed = self.allocate_gpus(where, e, n)
+        gpus = placed.gpus
         names: list[str] = []
         for i, f in enumerate(files):
             named = n > 1 or isinstance(e, BackendConfig) or e.replicas_from is not None
@@ -297,7 +293,10 @@ class _Builder:
             if f is not None:
                 ctx["file"] = f
             build = self.sitter if isinstance(e, BackendConfig) else self.service
-            self.processes.append(build(where, e, name, i, ctx, gpus[i]))  # type: ignore[arg-type]
+            p = build(where, e, name, i, ctx, gpus[i])  # type: ignore[arg-type]
+            if i in placed.errors:
+                p = p.model_copy(update={"gpu_error": f"GPU placement refused: {placed.errors[i]}"})
+            self.processes.append(p)
         self.replicas_of[e.name] = names
 
     def _fill_all(
@@ -347,6 +346,8 @@ class _Builder:
             "--max-restarts": b.max_restarts,
             "--restart-delay": b.restart_delay,
             "--heartbeat-interval": b.heartbeat_interval,
+            "--gpus": ctx["gpus"] or None,
+            "--gpu-release-timeout": b.gpu_release_timeout_s,
         }
         for flag, value in optional.items():
             if value is not None:
@@ -379,9 +380,7 @@ class _Builder:
 
     def _sitter_env(self, b: BackendConfig, ctx: dict[str, str], gpus: list[int]) -> dict[str, str]:
         # Tokens go through the environment (the sitter reads these), never on the command line.
-        env: dict[str, str] = {}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ctx["gpus"]
+        env: dict[str, str] = gpu_env(gpus) if gpus else {}
         if self.registry_url and self.c.registry.token:
             env["CORRAL_REGISTRY_TOKEN"] = self.c.registry.token
         if b.admin_token:
@@ -393,8 +392,8 @@ class _Builder:
     ) -> ProcessPlan:
         argv = [fill(a, ctx, file=self.file, field=f"{where}.command[{j}]") for j, a in enumerate(s.command)]
         env, cwd = self._fill_all(where, ctx, s)
-        if gpus:
-            env.setdefault("CUDA_VISIBLE_DEVICES", ctx["gpus"])
+        for k, v in (gpu_env(gpus) if gpus else {}).items():
+            env.setdefault(k, v)
         ready = live = None
         if s.health is not None:
             h = self._fill_health(where, s.health, ctx)
@@ -472,11 +471,8 @@ class _Builder:
         entries = self.entries()
         self.check_dependencies(entries)
         self.builtin()
-        free = list(self.gpu_pool)
-        reserved = {g for _, e in entries if e.gpus for ids in e.gpus for g in ids}
-        free = [g for g in free if g not in reserved]
         for where, e in entries:
-            self.entry(where, e, free)
+            self.entry(where, e)
         processes = self.expand_dependencies()
         self.check_ports(processes)
         order = start_order([(p.name, [d.name for d in p.depends_on]) for p in processes])
@@ -491,7 +487,16 @@ class _Builder:
             registry_url=self.registry_url,
             router_url=self.router_url,
             processes=[by_name[n] for n in order],
+            gpu_free=self._gpu_free(),
         )
+
+    def _gpu_free(self) -> dict[int, int | None]:
+        """GPU index -> free bytes when measured (None for a GPU known only by its id)."""
+        if self.gpu_planner is None:
+            return {}
+        return {
+            g.index: g.memory_free if g.memory_total else None for g in self.gpu_planner.inventory.gpus
+        }
 
 
 def resolve_plan(

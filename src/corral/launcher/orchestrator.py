@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from corral.config import Plan, ProcessPlan
+from corral.launcher.openai_services import OpenAIRegistrar
 from corral.launcher.state import StateDir
 from corral.proc.events import State, StateEvent
 from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
@@ -104,6 +105,9 @@ class Orchestrator:
             cb = (lambda line, n=p.name: on_line(n, line)) if on_line else None
             self.sups[p.name] = Supervisor(process_spec(p, self.state), on_line=cb)
         self.waiting: dict[str, str] = {}  # name -> what it waits for
+        # Replicas GPU placement refused: they fail with this reason, the rest start.
+        self.refused: dict[str, str] = {p.name: p.gpu_error for p in plan.processes if p.gpu_error}
+        self.registrar = OpenAIRegistrar(plan)
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
@@ -115,9 +119,17 @@ class Orchestrator:
             self._pumps.append(asyncio.create_task(self._pump(sup)))
 
     async def _pump(self, sup: Supervisor) -> None:
+        p = self.plan.get(sup.spec.name)
+        register = p is not None and OpenAIRegistrar.wants(p)
         async for ev in sup.subscribe():
             self.feed.publish(event_dict(ev))
             self._changed.set()
+            if register:
+                assert p is not None
+                try:
+                    await self.registrar.on_event(p, ev)
+                except Exception:  # registration is best effort; never stop the pump
+                    log.exception("registering %s with the registry failed", p.name)
 
     def _note(self, name: str, state: str, reason: str | None) -> None:
         """Publish a launcher-level change (waiting for dependencies) like a supervisor event."""
@@ -185,6 +197,9 @@ class Orchestrator:
                 self._note(name, "stopped", f"not started: {d.name} {problem}")
                 return
         self.waiting.pop(name, None)
+        if name in self.refused:
+            self._note(name, "failed", self.refused[name])
+            return
         if not self.stopping:
             await self.sups[name].start()
 
@@ -192,6 +207,8 @@ class Orchestrator:
         """None once ``name`` reached ``condition``; else why it never will."""
         sup = self.sups[name]
         while True:
+            if name in self.refused:
+                return f"failed: {self.refused[name]}"
             if condition == "started" and sup.state in _STARTED:
                 return None
             if sup.state == State.HEALTHY:
@@ -246,6 +263,8 @@ class Orchestrator:
             t.cancel()
         for t in self._starts.values():
             t.cancel()
+        # Detached (adoption later): the registrations lapse with their lease, as a sitter's do.
+        await self.registrar.close(deregister=not detach)
 
     # -- views ----------------------------------------------------------------------------------
     def all_healthy(self) -> bool:

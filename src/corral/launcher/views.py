@@ -27,11 +27,13 @@ def service_view(orch: Orchestrator, name: str, tail: int = 0) -> dict[str, Any]
     sup = orch.sups[name]
     info = sup.info()
     waiting = orch.waiting.get(name)
+    refused = orch.refused.get(name) if info["state"] == "stopped" and not waiting else None
+    state = "starting" if waiting else "failed" if refused else info["state"]
     view: dict[str, Any] = {
         "name": name,
         "kind": p.kind,
         "group": p.group,
-        "state": "starting" if waiting else info["state"],
+        "state": state,
         "pid": info["pid"],
         "ports": p.ports,
         "url": p.url,
@@ -39,7 +41,7 @@ def service_view(orch: Orchestrator, name: str, tail: int = 0) -> dict[str, Any]
         "started_at": info.get("started_at"),
         "restarts": info["restarts"],
         "last_exit": info["last_exit"],
-        "reason": waiting or info["reason"],
+        "reason": waiting or refused or info["reason"],
         "cpu_percent": info["cpu_percent"],
         "rss_bytes": info["rss_bytes"],
         "children": info["children"],

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hmac
 import json
 
-from aiohttp import web
-
 from corral.router.discovery import Discovery
+from corral.router.http import Connection, Handler, Reply, Request
 from corral.router.pool import Pool
 from corral.router.responses import error, json_response
 
@@ -24,33 +23,33 @@ class Admin:
         self.token = token
         self.new_id = new_id
 
-    def routes(self) -> list[web.RouteDef]:
-        """The admin route table."""
-        return [
-            web.get("/workers", self.list_workers),
-            web.post("/workers", self.add_worker),
-            web.delete("/workers", self.remove_worker),
-            web.get("/list_workers", self.list_workers),
-            web.post("/add_worker", self.add_worker),
-            web.post("/remove_worker", self.remove_worker),
-        ]
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        """The admin route table: (method, path) -> handler."""
+        return {
+            ("GET", "/workers"): self.list_workers,
+            ("POST", "/workers"): self.add_worker,
+            ("DELETE", "/workers"): self.remove_worker,
+            ("GET", "/list_workers"): self.list_workers,
+            ("POST", "/add_worker"): self.add_worker,
+            ("POST", "/remove_worker"): self.remove_worker,
+        }
 
-    def _rid(self, request: web.Request) -> str:
-        return request.headers.get("X-Request-ID") or self.new_id()  # type: ignore[operator,no-any-return]
+    def _rid(self, request: Request) -> str:
+        return request.headers.get("x-request-id") or self.new_id()  # type: ignore[operator,no-any-return]
 
-    def _denied(self, request: web.Request, rid: str) -> web.Response | None:
+    def _denied(self, request: Request, rid: str) -> Reply | None:
         if self.token is None:
             return None
-        got = request.headers.get("Authorization", "")
+        got = request.headers.get("authorization", "")
         if got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), self.token.encode()):
             return None
         return error(401, "admin token required", rid, "invalid_admin_token")
 
-    async def _url(self, request: web.Request) -> str | None:
+    async def _url(self, request: Request) -> str | None:
         url = request.query.get("url")
-        if url is None and request.can_read_body:
+        if url is None and request.body:
             try:
-                doc = json.loads(await request.read())
+                doc = json.loads(request.body)
             except ValueError:
                 return None
             url = doc.get("url") if isinstance(doc, dict) else None
@@ -58,7 +57,7 @@ class Admin:
             return None
         return url.rstrip("/")
 
-    async def list_workers(self, request: web.Request) -> web.Response:
+    async def list_workers(self, request: Request, conn: Connection) -> Reply:
         """Every instance with its health, circuit and load."""
         rid = self._rid(request)
         if (denied := self._denied(request, rid)) is not None:
@@ -66,7 +65,7 @@ class Admin:
         workers = [i.as_dict() for i in self.pool.instances.values()]
         return json_response({"workers": workers, "urls": [w["url"] for w in workers]}, rid)
 
-    async def add_worker(self, request: web.Request) -> web.Response:
+    async def add_worker(self, request: Request, conn: Connection) -> Reply:
         """Add a static worker by URL (``?url=`` or JSON ``{"url": ...}``)."""
         rid = self._rid(request)
         if (denied := self._denied(request, rid)) is not None:
@@ -78,7 +77,7 @@ class Admin:
         inst = self.discovery.add_static(url, int(limit) if limit.isdigit() else 0)
         return json_response({"status": "ok", "worker": inst.as_dict()}, rid)
 
-    async def remove_worker(self, request: web.Request) -> web.Response:
+    async def remove_worker(self, request: Request, conn: Connection) -> Reply:
         """Remove a static worker by URL."""
         rid = self._rid(request)
         if (denied := self._denied(request, rid)) is not None:

@@ -1,4 +1,4 @@
-"""Builds the router's aiohttp application and runs it on uvloop."""
+"""Wires the router's parts, routes requests to their handlers, and runs it all on uvloop."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import logging
 import os
 import signal
 import time
-
-from aiohttp import web
+from urllib.parse import unquote
 
 from corral.router import policies
 from corral.router.admin import Admin
 from corral.router.config import RouterSettings
 from corral.router.discovery import Discovery
+from corral.router.http import Connection, Handler, Reply, Request, Server
 from corral.router.metrics import Metrics, make_renderer
 from corral.router.pool import Pool
 from corral.router.proxy import Proxy
 from corral.router.responses import error, json_response
 
 log = logging.getLogger("corral.router")
-_PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class Router:
@@ -35,37 +35,35 @@ class Router:
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id)
         self.render_metrics = make_renderer(self.metrics, self.pool)
         self.started = time.time()
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/health"): self.health,
+            ("GET", "/metrics"): self.metrics_text,
+            ("GET", "/v1/models"): self.models,
+            ("GET", "/models"): self.models,
+            **self.admin.routes(),
+        }
 
-    def app(self) -> web.Application:
-        """The aiohttp application (body limit enforced by the proxy, answered as OpenAI JSON)."""
-        app = web.Application(client_max_size=self.settings.max_body_bytes, handler_args={"access_log": None})
-        app.add_routes(
-            [
-                web.get("/health", self.health),
-                web.get("/metrics", self.metrics_text),
-                web.get("/v1/models", self.models),
-                web.get("/models", self.models),
-                web.post("/v1/cancel/{request_id}", self.cancel),
-                *self.admin.routes(),
-                web.post("/v1/{tail:.+}", self.proxy.handle),
-            ]
-        )
-        app.on_startup.append(self._startup)
-        app.on_cleanup.append(self._cleanup)
-        return app
+    def dispatch(self, request: Request) -> Handler | None:
+        """The handler for ``request``: the proxy for any other ``POST /v1/*``; None: 404."""
+        method, path = request.method, request.path
+        if method == "POST" and path.startswith("/v1/"):
+            return self.cancel if path.startswith("/v1/cancel/") else self.proxy.handle
+        return self.routes.get((method, path))
 
-    async def _startup(self, app: web.Application) -> None:
+    async def start(self) -> None:
+        """Start the upstream side and discovery."""
         await self.proxy.start()
         await self.discovery.start()
 
-    async def _cleanup(self, app: web.Application) -> None:
+    async def close(self) -> None:
+        """Stop discovery and close upstream connections."""
         await self.discovery.close()
         await self.proxy.close()
 
-    def _rid(self, request: web.Request) -> str:
-        return request.headers.get("X-Request-ID") or self.proxy.new_id()
+    def _rid(self, request: Request) -> str:
+        return request.headers.get("x-request-id") or self.proxy.new_id()
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: Request, conn: Connection) -> Reply:
         """200 with instance counts (the router itself is up)."""
         insts = list(self.pool.instances.values())
         return json_response(
@@ -80,17 +78,12 @@ class Router:
             self._rid(request),
         )
 
-    async def metrics_text(self, request: web.Request) -> web.Response:
+    async def metrics_text(self, request: Request, conn: Connection) -> Reply:
         """Prometheus text exposition."""
-        return web.Response(
-            body=self.render_metrics(),
-            headers={
-                "Content-Type": _PROM_TYPE,
-                "X-Request-ID": self._rid(request),
-            },
-        )
+        rid = self._rid(request).encode("utf-8", "surrogateescape")
+        return Reply(200, self.render_metrics(), _PROM_TYPE, b"X-Request-ID: " + rid + b"\r\n")
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: Request, conn: Connection) -> Reply:
         """The union of served models (healthy or not) plus aliases, as OpenAI's list."""
         rid = self._rid(request)
         if not self.proxy.authorized(request):
@@ -102,12 +95,12 @@ class Router:
         ]
         return json_response({"object": "list", "data": data}, rid)
 
-    async def cancel(self, request: web.Request) -> web.Response:
+    async def cancel(self, request: Request, conn: Connection) -> Reply:
         """Abort the in-flight request with that X-Request-ID."""
         rid = self._rid(request)
         if not self.proxy.authorized(request):
             return error(401, "invalid or missing API key", rid, "invalid_api_key")
-        target = request.match_info["request_id"]
+        target = unquote(request.path.removeprefix("/v1/cancel/"))
         if not self.proxy.cancel(target):
             return error(404, f"no request {target!r} in flight", rid, "request_not_found")
         return json_response({"id": target, "object": "cancel", "cancelled": True}, rid)
@@ -121,10 +114,13 @@ def api_keys_from_env(name: str) -> frozenset[str]:
 async def serve(settings: RouterSettings) -> None:
     """Run the router until SIGINT/SIGTERM."""
     router = Router(settings, api_keys_from_env(settings.api_keys_env))
-    runner = web.AppRunner(router.app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
-    await site.start()
+    server = Server(router.dispatch, settings.max_body_bytes)
+    await router.start()
+    try:
+        await server.start(settings.host, settings.port)
+    except BaseException:
+        await router.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +136,8 @@ async def serve(settings: RouterSettings) -> None:
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close()
+        await router.close()
 
 
 def run(settings: RouterSettings) -> None:

@@ -26,6 +26,10 @@ class RequestContext:
         self.cancelled = False
         self._key: bytes | None = None
 
+    def rid_bytes(self) -> bytes:
+        """The request id as header bytes."""
+        return self.request_id.encode("utf-8", "surrogateescape")
+
     def affinity_key(self) -> bytes | None:
         """Session header, ``user`` field, or the conversation's opening; None if none."""
         if self._key is None:

@@ -32,7 +32,8 @@ log = logging.getLogger("corral.router")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _REASONS[499] = b"Client Closed Request"
 _CLOSE = b"Connection: close\r\n"
-_STREAM_HEAD = b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+_CHUNKED = b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+_UNCHUNKED = b"Cache-Control: no-cache\r\n" + _CLOSE  # HTTP/1.0: the body ends with the connection
 
 
 def status_line(status: int) -> bytes:
@@ -49,10 +50,16 @@ class Request:
     ``headers`` has lower-case names (the last value wins for repeated names).
     """
 
-    __slots__ = ("_query", "body", "headers", "keep_alive", "method", "path", "raw_path")
+    __slots__ = ("_query", "body", "headers", "http10", "keep_alive", "method", "path", "raw_path")
 
     def __init__(
-        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, keep_alive: bool
+        self,
+        method: str,
+        raw_path: str,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+        http10: bool = False,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -60,6 +67,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+        self.http10 = http10
         self._query: dict[str, str] | None = None
 
     @property
@@ -94,7 +102,9 @@ Dispatch = Callable[[Request], Handler | None]
 
 def json_reply(status: int, doc: Any, request_id: str, extra: bytes = b"") -> Reply:
     """A JSON body with the request id header."""
-    return Reply(status, json.dumps(doc).encode(), extra=b"X-Request-ID: " + _enc(request_id) + b"\r\n" + extra)
+    return Reply(
+        status, json.dumps(doc).encode(), extra=b"X-Request-ID: " + _enc(request_id) + b"\r\n" + extra
+    )
 
 
 def error_reply(
@@ -121,6 +131,7 @@ class Connection(asyncio.Protocol):
         self.queue: collections.deque[Request] = collections.deque()
         self.started = False  # whether the current request's response head went out
         self._keep_alive = True
+        self._chunked = True
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
@@ -205,6 +216,7 @@ class Connection(asyncio.Protocol):
             self._headers,
             body,
             self.parser.should_keep_alive(),
+            self.parser.get_http_version() == "1.0",
         )
         if self.task is not None or self.queue:
             self.queue.append(req)  # pipelined: answered in order after the running one
@@ -214,6 +226,7 @@ class Connection(asyncio.Protocol):
     # -- dispatch --------------------------------------------------------------------------
     def _run(self, req: Request) -> None:
         self._keep_alive = req.keep_alive
+        self._chunked = not req.http10
         self.started = False
         handler = self.server.dispatch(req)
         if handler is None:
@@ -263,7 +276,7 @@ class Connection(asyncio.Protocol):
         self.started = True
         body = reply.body
         self.transport.write(
-            _STATUS.get(reply.status) or status_line(reply.status)
+            (_STATUS.get(reply.status) or status_line(reply.status))
             + b"Content-Type: "
             + reply.content_type
             + b"\r\nContent-Length: %d\r\n" % len(body)
@@ -278,28 +291,36 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise ConnectionResetError("client went away")
         self.started = True
+        if self._chunked:
+            head = _CHUNKED + (b"" if self._keep_alive else _CLOSE)
+            first = b"%x\r\n%s\r\n" % (len(first), first) if first else b""
+        else:
+            head, self._keep_alive = _UNCHUNKED, False
         self.transport.write(
             (_STATUS.get(status) or status_line(status))
             + b"Content-Type: "
             + content_type
             + b"\r\n"
-            + _STREAM_HEAD
+            + head
             + extra
-            + (b"" if self._keep_alive else _CLOSE)
             + b"\r\n"
-            + (b"%x\r\n%s\r\n" % (len(first), first) if first else b"")
+            + first
         )
 
     def stream_write(self, data: bytes) -> None:
         """Send one piece of the chunked body (call :meth:`drain` when ``paused``)."""
         if self.closed or self.transport is None:
             raise ConnectionResetError("client went away")
-        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
 
     def stream_end(self, last: bytes = b"") -> None:
         """Send ``last`` and end the chunked body."""
         if self.closed or self.transport is None:
             raise ConnectionResetError("client went away")
+        if not self._chunked:
+            if last:
+                self.transport.write(last)
+            return  # _finished closes the connection, which ends the body
         self.transport.write((b"%x\r\n%s\r\n" % (len(last), last) if last else b"") + b"0\r\n\r\n")
 
     @property

@@ -1,10 +1,10 @@
-"""The data path: one aiohttp handler that routes a ``/v1/*`` JSON POST to an instance.
+"""The data path: one handler that routes a ``/v1/*`` JSON POST to an instance.
 
 Retries happen only before any byte reached the client: on connect errors, on a backend that
 dies before answering, and on 429/502/503/504. A stream is relayed chunk by chunk as it arrives
 (cut on line boundaries only); if the backend dies mid-stream the client gets an SSE ``error``
 event and a clean end of the body. The upstream request is closed as soon as the client leaves
-(the server runs with ``handler_cancellation``) or ``/v1/cancel/{id}`` is called.
+(``corral.router.http`` cancels the handler) or ``/v1/cancel/{id}`` is called.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-
 from corral.router import sse
 from corral.router.config import RouterSettings
 from corral.router.context import RequestContext
+from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
 from corral.router.metrics import Metrics
 from corral.router.pool import Pool, QueueFull, QueueTimeout
@@ -78,29 +77,26 @@ class Proxy:
         """Close the pooled upstream connections."""
         self.upstream.close()
 
-    def authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: Request) -> bool:
         """Whether the request carries one of the API keys (always true without keys)."""
-        return not self.auth or request.headers.get("Authorization") in self.auth
+        return not self.auth or request.headers.get("authorization") in self.auth
 
     def new_id(self) -> str:
         """A process-unique request id (cheaper than uuid4 on the hot path)."""
         return self._id_prefix + format(next(self._ids), "012x")
 
     # -- the handler -------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v1/*``: parse, route, relay."""
+    async def handle(self, request: Request, conn: Connection) -> Reply | None:
+        """``POST /v1/*``: parse, route, relay (None: the answer was streamed on ``conn``).
+
+        The body limit is enforced (413) by the server before this runs.
+        """
         t0 = time.perf_counter()
         headers = request.headers
-        rid = headers.get("X-Request-ID") or self.new_id()
-        if self.auth and headers.get("Authorization") not in self.auth:
+        rid = headers.get("x-request-id") or self.new_id()
+        if self.auth and headers.get("authorization") not in self.auth:
             return error(401, "invalid or missing API key", rid, "invalid_api_key")
-        limit = self.settings.max_body_bytes
-        if (request.content_length or 0) > limit:
-            return error(413, f"request body larger than {limit} bytes", rid, "request_too_large")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return error(413, f"request body larger than {limit} bytes", rid, "request_too_large")
+        raw = request.body
         try:
             body = json.loads(raw)
         except ValueError:
@@ -131,20 +127,20 @@ class Proxy:
         # The request line and headers, minus Host (per instance): one bytes write upstream.
         head = b"POST " + path.encode() + _JSON_HEAD + rid.encode("utf-8", "surrogateescape")
         if self.forward_auth:
-            auth = headers.get("Authorization")
+            auth = headers.get("authorization")
             if auth:
                 head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
         head += b"\r\nContent-Length: %d\r\n" % len(raw)
-        ctx = RequestContext(rid, body, headers.get("X-Session-ID"), asyncio.current_task())
+        ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
         self.inflight[rid] = ctx
         try:
-            return await self._route(request, ctx, target, raw, head, stream, strip_usage, t0)
+            return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             self.inflight.pop(rid, None)
 
     async def _route(
         self,
-        request: web.Request,
+        conn: Connection,
         ctx: RequestContext,
         model: str,
         raw: bytes,
@@ -152,7 +148,7 @@ class Proxy:
         stream: bool,
         strip_usage: bool,
         t0: float,
-    ) -> web.StreamResponse:
+    ) -> Reply | None:
         pool, rid, settings = self.pool, ctx.request_id, self.settings
         tried: tuple[Instance, ...] = ()
         last = "no healthy instance"
@@ -178,9 +174,7 @@ class Proxy:
                 break
             last_try = attempt == settings.retries
             try:
-                return await self._send(
-                    request, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try
-                )
+                return await self._send(conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try)
             except _Attempt as exc:
                 last = str(exc)
                 tried = (*tried, inst)
@@ -194,7 +188,7 @@ class Proxy:
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
 
-    def _cancelled(self, ctx: RequestContext) -> web.StreamResponse:
+    def _cancelled(self, ctx: RequestContext) -> Reply:
         """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""
         task = asyncio.current_task()
         if task is not None:
@@ -204,7 +198,7 @@ class Proxy:
 
     async def _send(
         self,
-        request: web.Request,
+        conn: Connection,
         ctx: RequestContext,
         inst: Instance,
         model: str,
@@ -214,7 +208,7 @@ class Proxy:
         strip_usage: bool,
         t0: float,
         last_try: bool,
-    ) -> web.StreamResponse:
+    ) -> Reply | None:
         up = self.upstream
         try:
             resp = await up.request(
@@ -232,9 +226,10 @@ class Proxy:
                 if status in _FAIL_STATUS:
                     inst.on_failure()
                 raise _Attempt(f"{inst.url}: HTTP {status}")
-            ctype = resp.content_type.decode("latin-1")
-            if ctype.startswith("text/event-stream"):
-                return await self._relay(request, ctx, inst, model, resp, ctype, strip_usage, t0)
+            ctype = resp.content_type
+            if ctype.startswith(b"text/event-stream"):
+                await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0)
+                return None
             try:
                 data = await resp.read()
             except _UPSTREAM_ERRORS as exc:
@@ -249,91 +244,88 @@ class Proxy:
             else:
                 inst.on_failure()
             self.metrics.request(model, inst.url, status, time.perf_counter() - t0)
-            return web.Response(
-                status=status, body=data, headers={"Content-Type": ctype, "X-Request-ID": ctx.request_id}
-            )
+            return Reply(status, data, ctype, b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n")
         finally:
             resp.release()
 
     async def _relay(
         self,
-        request: web.Request,
+        conn: Connection,
         ctx: RequestContext,
         inst: Instance,
         model: str,
         resp: Response,
-        ctype: str,
+        ctype: bytes,
         strip_usage: bool,
         t0: float,
-    ) -> web.StreamResponse:
-        content = resp
+    ) -> None:
+        """Relay an SSE answer; the response head goes out with the first upstream bytes."""
         # Wait for the first bytes before answering: until then a dead backend can still be retried.
         try:
-            first = await content.readany()
+            chunk = await resp.readany()
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
             raise _Attempt(f"{inst.url}: {type(exc).__name__} before the first byte") from None
-        if not first:
+        if not chunk:
             inst.on_failure()
             raise _Attempt(f"{inst.url}: stream ended before the first byte")
-        out = web.StreamResponse(
-            status=resp.status,
-            headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Request-ID": ctx.request_id},
-        )
         metrics = self.metrics
+        rid_line = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
         usage: tuple[int, int] | None = None
         carry = b""
-        chunk = first
         status = resp.status
+        started = False
         try:
-            await out.prepare(request)
-            metrics.first_token(model, time.perf_counter() - t0)
             while True:
                 if carry:
                     chunk, carry = carry + chunk, b""
-                if chunk[-1:] != b"\n":  # hold back a partial line so events are never split
+                if not chunk.endswith(b"\n"):  # hold back a partial line so events are never split
                     cut = chunk.rfind(b"\n") + 1
                     chunk, carry = chunk[:cut], chunk[cut:]
-                if chunk:
-                    if b'"usage"' in chunk:
-                        u = sse.usage_at(chunk)
-                        if u is not None:
-                            usage = u
-                            if strip_usage:
-                                chunk = sse.strip_usage_event(chunk)
-                    if chunk:
-                        await out.write(chunk)
+                if chunk and b'"usage"' in chunk:
+                    u = sse.usage_at(chunk)
+                    if u is not None:
+                        usage = u
+                        if strip_usage:
+                            chunk = sse.strip_usage_event(chunk)
+                if not started:  # the head goes out with the first piece, in one write
+                    conn.stream_start(status, ctype, rid_line, chunk)
+                    started = True
+                    metrics.first_token(model, time.perf_counter() - t0)
+                elif chunk:
+                    conn.stream_write(chunk)
+                    if conn.paused:
+                        await conn.drain()
                 try:
-                    chunk = await content.readany()
+                    chunk = await resp.readany()
                 except _UPSTREAM_ERRORS as exc:
                     inst.on_failure()
                     status = 502
-                    await out.write(
-                        sse.error_event(f"backend {inst.url} failed mid-stream: {type(exc).__name__}")
-                    )
+                    msg = f"backend {inst.url} failed mid-stream: {type(exc).__name__}"
+                    conn.stream_end(carry + sse.error_event(msg))
                     break
                 if not chunk:
-                    if carry:
-                        await out.write(carry)
+                    conn.stream_end(carry)
                     inst.on_success()
                     break
-            await out.write_eof()
         except ConnectionResetError:
             status = 499  # the client left; closing resp (finally in _send) stops the backend
         except asyncio.CancelledError:
             if not ctx.cancelled:
-                raise
+                metrics.request(model, inst.url, 499, time.perf_counter() - t0)
+                raise  # the client left and the server cancelled us
             status = 499
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            event = sse.error_event(f"request {ctx.request_id} was cancelled", 499, "cancelled")
             try:
-                await out.write(sse.error_event(f"request {ctx.request_id} was cancelled", 499, "cancelled"))
-                await out.write_eof()
+                if not started:
+                    conn.stream_start(200, ctype, rid_line, b"")
+                conn.stream_end(event)
             except ConnectionResetError:
                 pass
         if usage is not None:
             metrics.usage(model, *usage)
         metrics.request(model, inst.url, status, time.perf_counter() - t0)
-        return out
 
     def cancel(self, request_id: str) -> bool:
         """Abort the in-flight request with this id; False when there is none."""

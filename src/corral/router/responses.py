@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
-from aiohttp import web
-
-from corral.errors import error_body
+from corral.router.http import Reply, error_reply, json_reply
 
 
 def error(
     status: int, message: str, request_id: str, code: str | None = None, retry_after: int | None = None
-) -> web.Response:
+) -> Reply:
     """A JSON error response carrying the request id (and ``Retry-After`` when given)."""
-    headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    body = json.dumps(error_body(message, status, code)).encode()
-    return web.Response(status=status, body=body, headers=headers)
+    return error_reply(status, message, request_id, code, retry_after)
 
 
-def json_response(data: object, request_id: str, status: int = 200) -> web.Response:
+def json_response(data: object, request_id: str, status: int = 200) -> Reply:
     """A JSON document with the request id header."""
-    return web.Response(
-        status=status,
-        body=json.dumps(data).encode(),
-        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
-    )
+    return json_reply(status, data, request_id)
