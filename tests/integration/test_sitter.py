@@ -88,8 +88,12 @@ def test_registry_down_and_back_reregisters_without_touching_the_backend(
         time.sleep(1.0)  # let a few heartbeats fail (the point of the test), then bring it back
         assert sitter_health(port)["backend"] == "healthy"
         start_registry(procs, tmp_path, reg_port)
+        # backend and sitter re-register on their own heartbeats: wait for both
         back = wait_until(
-            lambda: (i := instances(c, registry)).get("backend", {}).get("state") == "healthy" and i, 30
+            lambda: (i := instances(c, registry)).get("backend", {}).get("state") == "healthy"
+            and "sitter" in i
+            and i,
+            30,
         )
         assert back["backend"]["metadata"]["pid"] == pid and "sitter" in back
     assert sitter_health(port)["pid"] == pid and sitter_health(port)["restarts"] == 0
@@ -164,6 +168,14 @@ def test_admin_token_logs_and_error_shapes(procs: CorralProcs, tmp_path: Path) -
     bad = httpx.get(f"{base}/logs", params={"tail": 0}, timeout=2)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tail"
     assert httpx.get(f"{base}/nope", timeout=2).json()["error"]["type"] == "not_found_error"
+    for tail in ("abc", "10001"):
+        bad = httpx.get(f"{base}/logs", params={"tail": tail}, timeout=2)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
+    wrong = httpx.get(f"{base}/stop", timeout=2)  # admin routes are POST only
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "http_error"
+    assert "POST" in wrong.headers["allow"]
+    doc = httpx.get(f"{base}/openapi.json", timeout=2).json()
+    assert {"/health", "/models", "/info", "/logs", "/start", "/stop", "/restart"} <= set(doc["paths"])
     log_text = (tmp_path / f"sitter-{port}.log").read_text()
     assert "s3cret" not in log_text
 

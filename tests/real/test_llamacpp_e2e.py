@@ -19,6 +19,7 @@ import psutil
 import pytest
 from llamacpp_fleet import ALIAS, MOCK, Fleet
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from corral.presets.llamacpp import LlamaCppPreset
 from support import wait_until
@@ -27,7 +28,7 @@ from support import wait_until
 pytestmark = pytest.mark.timeout(600)
 
 MAX_TOKENS = 8  # greedy (temperature 0) so answers are the same each run, never empty
-PROMPT = [{"role": "user", "content": "Name one colour."}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name one colour."}]
 
 
 def client(fleet: Fleet) -> OpenAI:
@@ -74,7 +75,7 @@ def test_models_are_listed(fleet: Fleet) -> None:
 def test_chat_completion(fleet: Fleet) -> None:
     r = client(fleet).chat.completions.create(
         model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-    )  # type: ignore[arg-type]
+    )
     assert r.choices[0].message.content
     assert r.usage is not None and r.usage.prompt_tokens > 0
     assert 0 < r.usage.completion_tokens <= MAX_TOKENS
@@ -83,14 +84,14 @@ def test_chat_completion(fleet: Fleet) -> None:
     )
     mock = client(fleet).chat.completions.create(
         model=MOCK, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-    )  # type: ignore[arg-type]
+    )
     assert mock.choices[0].message.content
 
 
 def test_streamed_chat_completion(fleet: Fleet) -> None:
     stream = client(fleet).chat.completions.create(
         model=ALIAS,
-        messages=PROMPT,  # type: ignore[arg-type]
+        messages=PROMPT,
         max_tokens=MAX_TOKENS,
         temperature=0,
         stream=True,
@@ -135,7 +136,7 @@ async def test_concurrent_requests_spread_over_both_replicas(fleet: Fleet) -> No
             *(
                 aclient.chat.completions.create(
                     model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-                )  # type: ignore[arg-type]
+                )
                 for _ in range(6)
             )
         )
@@ -167,7 +168,7 @@ def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> Non
             try:
                 r = sync.chat.completions.create(
                     model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-                )  # type: ignore[arg-type]
+                )
                 assert r.choices[0].message.content
                 ok[0] += 1
             except Exception as exc:  # counted and reported: the test asserts there are none

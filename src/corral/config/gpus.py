@@ -103,7 +103,9 @@ class GpuPlanner:
             # Structure (count, duplicates, sharing, existence) first: a config error.
             if not self.inventory.gpus and any(e.gpus):
                 first = next(i for ids in e.gpus for i in ids)
-                raise GpuShortage(f"GPU {first} does not exist (no GPU is visible: [corral] gpus, or nvidia-smi)")
+                raise GpuShortage(
+                    f"GPU {first} does not exist (no GPU is visible: [corral] gpus, or nvidia-smi)"
+                )
             place(n, 0, self.inventory, e.share_gpus, e.gpus)
             out = Placement([[] for _ in range(n)])
             for i, ids in enumerate(e.gpus):

@@ -494,9 +494,7 @@ class _Builder:
         """GPU index -> free bytes when measured (None for a GPU known only by its id)."""
         if self.gpu_planner is None:
             return {}
-        return {
-            g.index: g.memory_free if g.memory_total else None for g in self.gpu_planner.inventory.gpus
-        }
+        return {g.index: g.memory_free if g.memory_total else None for g in self.gpu_planner.inventory.gpus}
 
 
 def resolve_plan(

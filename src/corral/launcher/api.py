@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from corral.errors import error_body
 from corral.launcher.logtail import follow_lines, read_tail
 from corral.launcher.orchestrator import Orchestrator
 from corral.launcher.views import service_view
+from corral.registry.http import install_error_handlers
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong bearer token (when one is configured)"},
+    404: {"description": "No service or group by that name"},
+}
 
 Action = Literal["start", "stop", "restart"]
 _KEEPALIVE_S = 15.0
@@ -41,6 +47,7 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     app = FastAPI(title="corral launcher", version="1", docs_url="/docs", redoc_url=None)
     app.state.orch = orch
     expected = f"Bearer {token}".encode() if token else None
+    install_error_handlers(app)  # validation errors, unknown routes: OpenAI-shaped too
 
     async def auth(request: Request) -> None:
         if expected is None:
@@ -70,24 +77,30 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
             await orch.restart(names)
         return {"ok": True, "action": action, "services": [service_view(orch, n) for n in names]}
 
+    async def gpu_att() -> Any:
+        from corral.launcher.gpus import attribution
+
+        return await asyncio.to_thread(attribution, orch)
+
     @app.get("/api/health", tags=["launcher"])
     async def health() -> dict[str, Any]:
         """Liveness of the launcher itself (no token needed)."""
         return {"ok": True, "pid": os.getpid(), "all_healthy": orch.all_healthy()}
 
-    api = APIRouter(prefix="/api", dependencies=[Depends(auth)])
+    api = APIRouter(prefix="/api", dependencies=[Depends(auth)], responses=_ERRORS)
 
     @api.get("/services", tags=["services"])
     async def list_services(tail: int = Query(0, ge=0, le=1000)) -> dict[str, Any]:
-        """Every planned process with its state, pid, ports, uptime, restarts, cpu and memory."""
-        return {"services": [service_view(orch, p.name, tail) for p in orch.plan.processes]}
+        """Every planned process with its state, pid, ports, uptime, restarts, cpu, memory and GPUs."""
+        att = await gpu_att()
+        return {"services": [service_view(orch, p.name, tail, att) for p in orch.plan.processes]}
 
     @api.get("/services/{name}", tags=["services"])
     async def get_service(name: str, tail: int = Query(20, ge=0, le=1000)) -> dict[str, Any]:
         """One process, with its last ``tail`` log lines."""
         if name not in orch.sups:
             raise HTTPException(404, f"no service named {name!r}")
-        return service_view(orch, name, tail)
+        return service_view(orch, name, tail, await gpu_att())
 
     @api.post("/services/{name}/{action}", tags=["services"])
     async def service_action(name: str, action: Action) -> dict[str, Any]:
@@ -152,6 +165,14 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
 
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    @api.get("/gpus", tags=["gpus"])
+    async def gpus() -> dict[str, Any]:
+        """Per GPU: total/used/free memory, utilisation and every holder (service or foreign PID);
+        ``placed``: process -> the GPUs it was given."""
+        from corral.launcher.gpus import gpus_doc
+
+        return await asyncio.to_thread(gpus_doc, orch)
+
     @api.post("/shutdown", tags=["launcher"])
     async def shutdown_route() -> dict[str, Any]:
         """Stop every process in reverse dependency order, then the launcher exits."""
@@ -186,6 +207,20 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
             from corral.launcher.upstream import router_view as fetch
 
             return await fetch(orch.plan)
+
+    metrics: list[Any] = []  # the Prometheus registry, built on the first scrape
+
+    @app.get("/metrics", tags=["launcher"], response_class=PlainTextResponse, responses={401: _ERRORS[401]})
+    async def prometheus(_: None = Depends(auth)) -> PlainTextResponse:
+        """Prometheus text: ``corral_gpu_memory_used_bytes{gpu,service}``, free, total, utilisation."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from corral.launcher.gpus import metrics_registry
+
+        if not metrics:
+            metrics.append(metrics_registry(orch))
+        body = await asyncio.to_thread(generate_latest, metrics[0])
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api)
     _mount_dashboard(app)

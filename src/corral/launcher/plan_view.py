@@ -7,7 +7,7 @@ import shlex
 from rich.console import Console
 from rich.table import Table
 
-from corral.config import Plan
+from corral.config import Plan, ProcessPlan
 
 _SECRET_FLAGS = ("--token", "--registry-token", "--admin-token")
 
@@ -19,6 +19,21 @@ def masked_argv(argv: list[str]) -> list[str]:
         if word in _SECRET_FLAGS:
             out[i + 1] = "***"
     return out
+
+
+def _free(n: int | None) -> str:
+    return "? free" if n is None else f"{n / (1 << 30):.1f} GiB free"
+
+
+def _gpu_cell(plan: Plan, p: ProcessPlan) -> str:
+    """``1 (31.0 GiB free)`` per GPU, or ``refused`` when placement failed this replica."""
+    if p.gpu_error:
+        return "[red]refused[/]"
+    if not p.gpus:
+        return "-"
+    if not plan.gpu_free:
+        return ",".join(map(str, p.gpus))
+    return ", ".join(f"{i} ({_free(plan.gpu_free.get(i))})" for i in p.gpus)
 
 
 def print_plan(plan: Plan, console: Console | None = None) -> None:
@@ -36,11 +51,18 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
             p.kind,
             p.group,
             " ".join(f"{k}={v}" for k, v in p.ports.items()) or "-",
-            ",".join(map(str, p.gpus)) or "-",
+            _gpu_cell(plan, p),
             " ".join(f"{d.name}{'' if d.condition == 'healthy' else '(started)'}" for d in p.depends_on)
             or "-",
         )
     console.print(t)
+    if plan.gpu_free:
+        free = ", ".join(f"GPU {i}: {_free(n)}" for i, n in sorted(plan.gpu_free.items()))
+        console.print(f"GPUs placement saw (free memory): {free}")
+    for p in plan.processes:
+        if p.gpu_error:
+            console.print(f"[red]{p.name} will fail[/]: ", end="")
+            console.print(p.gpu_error, markup=False, highlight=False)
     console.print(
         f"state dir {plan.state_dir}; control API and dashboard on {plan.host}:{plan.dashboard_port}"
     )

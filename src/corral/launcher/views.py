@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from corral.gpu import Attribution
     from corral.launcher.orchestrator import Orchestrator
 
 _COLOURS = {
@@ -20,8 +21,12 @@ _COLOURS = {
 }
 
 
-def service_view(orch: Orchestrator, name: str, tail: int = 0) -> dict[str, Any]:
-    """The control API's description of one process."""
+def service_view(
+    orch: Orchestrator, name: str, tail: int = 0, gpu_att: Attribution | None = None
+) -> dict[str, Any]:
+    """The control API's description of one process (``gpu_att``: the fleet's GPU attribution)."""
+    from corral.launcher.gpus import service_gpu_fields
+
     p = orch.plan.get(name)
     assert p is not None
     sup = orch.sups[name]
@@ -47,6 +52,7 @@ def service_view(orch: Orchestrator, name: str, tail: int = 0) -> dict[str, Any]
         "children": info["children"],
         "models": p.models,
         "gpus": p.gpus,
+        **service_gpu_fields(gpu_att, name),
         "depends_on": [{"name": d.name, "condition": d.condition} for d in p.depends_on],
         "auto_start": p.auto_start,
         "adopted": info.get("adopted", False),
@@ -65,6 +71,13 @@ def _size(n: int | None) -> str:
     return f"{n / 1048576:.0f} MB"
 
 
+def _gpu_cell(s: dict[str, Any]) -> str:
+    """``0,1 (12.0 GiB)``: the GPUs a process was given and the memory its tree holds."""
+    ids = ",".join(map(str, s.get("gpus") or [])) or "-"
+    held = s.get("gpu_memory_bytes") or 0
+    return f"{ids} ({held / (1 << 30):.1f} GiB)" if held else ids
+
+
 def _uptime(s: float | None) -> str:
     if s is None:
         return "-"
@@ -77,11 +90,16 @@ def status_table(services: list[dict[str, Any]], title: str | None = None) -> Ta
     from rich.table import Table
 
     t = Table(title=title, expand=False, title_justify="left")
-    for col in ("name", "kind", "state", "pid", "ports", "uptime", "restarts", "cpu", "mem", "reason"):
+    cols = ["name", "kind", "state", "pid", "ports", "uptime", "restarts", "cpu", "mem"]
+    with_gpus = any(s.get("gpus") or s.get("gpu_memory_bytes") for s in services)
+    if with_gpus:
+        cols.append("gpus")
+    for col in (*cols, "reason"):
         t.add_column(col, no_wrap=col != "reason", overflow="fold")
     for s in services:
         colour = _COLOURS.get(s["state"], "white")
         cpu = s.get("cpu_percent")
+        extra = [_gpu_cell(s)] if with_gpus else []
         t.add_row(
             s["name"],
             s["kind"],
@@ -92,6 +110,7 @@ def status_table(services: list[dict[str, Any]], title: str | None = None) -> Ta
             str(s.get("restarts", 0)),
             "-" if cpu is None else f"{cpu:.0f}%",
             _size(s.get("rss_bytes")),
+            *extra,
             (s.get("reason") or "") if s["state"] != "healthy" else "",
         )
     return t

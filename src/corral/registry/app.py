@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from corral import __version__
+from corral.errors import error_body
 from corral.registry.fastpath import HeartbeatFastPath
 from corral.registry.http import ApiError, BodyLimit, check_token, install_error_handlers
 from corral.registry.models import (
@@ -27,9 +28,10 @@ from corral.registry.models import (
     Lease,
     ModelList,
 )
-from corral.registry.store import Store
+from corral.registry.store import Store, StoreUnavailable
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Request body is not valid JSON"},
     401: {"description": "Missing or wrong bearer token (when the registry has one)"},
     404: {"description": "Unknown instance id: register again"},
     413: {"description": "Request body too large"},
@@ -61,6 +63,11 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
     app.state.token = token or None
     app.state.store = store
     install_error_handlers(app)
+
+    async def unavailable(_: Any, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), 503, "store_unavailable"), status_code=503)
+
+    app.add_exception_handler(StoreUnavailable, unavailable)
     app.add_middleware(BodyLimit)
     app.add_middleware(HeartbeatFastPath, store=store, token=app.state.token)  # outermost
     write = [Depends(check_token)]

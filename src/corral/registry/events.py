@@ -56,19 +56,37 @@ class EventLog:
 
     def append(self, kind: str, instance: dict[str, Any]) -> int:
         """Record a change (bumping the revision) and push it to every watcher; returns the revision."""
-        self.revision += 1
-        line = encode({"type": kind, "revision": self.revision, "instance": instance})
+        revision = self.revision + 1
+        self.add(revision, encode({"type": kind, "revision": revision, "instance": instance}))
+        return revision
+
+    def add(self, revision: int, line: bytes) -> None:
+        """Record an event numbered elsewhere (the Redis store's shared counter) and push it.
+
+        Older revisions are ignored; a gap (events this log never saw) restarts the history there
+        and sends every watcher a fresh snapshot, since replaying across the gap would lie.
+        """
+        if revision <= self.revision:
+            return
+        gap = revision != self.revision + 1
+        if gap:
+            self._ring.clear()
+            self.base = revision - 1
+        self.revision = revision
         if len(self._ring) == self._ring.maxlen:
             self.base = self._ring[0][0]
-        item = (self.revision, line)
+        item = (revision, line)
         self._ring.append(item)
+        if gap:
+            for w in self._watchers:
+                w.reset()
+            return
         for w in self._watchers:
             try:
                 w.queue.put_nowait(item)
             except asyncio.QueueFull:
                 self.overflows += 1
                 w.reset()
-        return self.revision
 
     def replay(self, since: int) -> list[tuple[int, bytes]] | None:
         """Events after ``since``, or None when they are no longer retained (or never were)."""

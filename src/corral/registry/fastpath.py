@@ -14,7 +14,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.errors import error_body
-from corral.registry.store import Store
+from corral.registry.store import Store, StoreUnavailable
 
 _PREFIX = "/v1/instances/"
 _SUFFIX = "/heartbeat"
@@ -53,14 +53,18 @@ class HeartbeatFastPath:
             await self.app(scope, receive, send)  # let the app produce the 401
             return
         instance_id = path[len(_PREFIX) : -len(_SUFFIX)]
-        lease = await self.store.heartbeat(instance_id, None) if "/" not in instance_id else None
-        if lease is None:
-            status = 404
-            doc = error_body(
-                f"no instance with id {instance_id!r}: register again", 404, "instance_not_found", "id"
-            )
+        try:
+            lease = await self.store.heartbeat(instance_id, None) if "/" not in instance_id else None
+        except StoreUnavailable as exc:  # outside FastAPI's handlers: answer the 503 here
+            status, doc = 503, error_body(str(exc), 503, "store_unavailable")
         else:
-            status, doc = 200, lease
+            if lease is None:
+                status = 404
+                doc = error_body(
+                    f"no instance with id {instance_id!r}: register again", 404, "instance_not_found", "id"
+                )
+            else:
+                status, doc = 200, lease
         payload = json.dumps(doc, separators=(",", ":")).encode()
         headers = [*_JSON, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -35,11 +35,19 @@ class _Server(uvicorn.Server):
 
 
 def make_store(store_url: str, state_dir: Path | None, history: int = DEFAULT_HISTORY) -> Store:
-    """The store named by ``store_url`` (only ``memory`` today)."""
+    """The store named by ``store_url``: ``memory`` or ``redis://host:port/db[?prefix=P]``."""
+    if store_url.startswith(("redis://", "rediss://", "unix://")):
+        from corral.registry.redis_store import RedisStore
+
+        if state_dir is not None:
+            log.info("state dir %s unused: the Redis store keeps the state in Redis", state_dir)
+        return RedisStore(store_url, history=history)
     if store_url != "memory":
         from corral.errors import ConfigError
 
-        raise ConfigError(f"unsupported store {store_url!r} (only 'memory' is built in)", field="store")
+        raise ConfigError(
+            f"unsupported store {store_url!r} (use 'memory' or 'redis://host:port/db')", field="store"
+        )
     return MemoryStore(state_dir=state_dir, history=history)
 
 
@@ -55,6 +63,11 @@ def serve(
     """Serve the registry until SIGINT/SIGTERM, then write the snapshot and exit."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = make_store(store_url, state_dir, history)
+    if store_url != "memory":
+        from corral.registry.redis_store import check_reachable, redacted
+
+        check_reachable(store_url)  # a clear one-line error instead of a failed lifespan
+        store_url = redacted(store_url)  # logged below: no password
     app = create_app(store, token)
     config = uvicorn.Config(
         app,

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from corral.errors import CorralError
 from corral.registry import snapshot as snap
 from corral.registry.events import DEFAULT_HISTORY, EventLog
 from corral.registry.models import HeartbeatIn, InstanceIn, valid_id
@@ -33,8 +34,12 @@ log = logging.getLogger("corral.registry")
 CONTENT_KEYS = ("service", "kind", "url", "models", "state", "metadata", "lease_ttl_s")
 
 
+class StoreUnavailable(CorralError):
+    """The store's backing service (Redis) cannot be reached; the API answers 503."""
+
+
 class Store(Protocol):
-    """What the HTTP layer needs from a store (in-memory here; Redis could implement it too)."""
+    """What the HTTP layer needs from a store (in-memory here, Redis in ``redis_store``)."""
 
     @property
     def revision(self) -> int: ...

@@ -114,7 +114,7 @@ def api_keys_from_env(name: str) -> frozenset[str]:
 async def serve(settings: RouterSettings) -> None:
     """Run the router until SIGINT/SIGTERM."""
     router = Router(settings, api_keys_from_env(settings.api_keys_env))
-    server = Server(router.dispatch, settings.max_body_bytes)
+    server = Server(router.dispatch, settings.max_body_bytes, router.proxy.new_id)
     await router.start()
     try:
         await server.start(settings.host, settings.port)

@@ -132,6 +132,7 @@ class Connection(asyncio.Protocol):
         self.started = False  # whether the current request's response head went out
         self._keep_alive = True
         self._chunked = True
+        self.on_resume: Callable[[], None] | None = None  # called once when writing may go on
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
@@ -170,6 +171,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.on_resume is not None:
+            cb, self.on_resume = self.on_resume, None
+            cb()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -230,7 +234,7 @@ class Connection(asyncio.Protocol):
         self.started = False
         handler = self.server.dispatch(req)
         if handler is None:
-            rid = req.headers.get("x-request-id") or "-"
+            rid = req.headers.get("x-request-id") or self.server.new_id()
             self.send(error_reply(404, f"no route for {req.method} {req.path}", rid, "not_found"))
             self._finished()
             return
@@ -246,7 +250,8 @@ class Connection(asyncio.Protocol):
         except Exception:  # the one boundary: a handler bug answers 500 and is logged
             log.exception("router handler failed: %s %s", req.method, req.path)
             if not self.started:
-                self.send(error_reply(500, "internal router error", req.headers.get("x-request-id") or "-"))
+                rid = req.headers.get("x-request-id") or self.server.new_id()
+                self.send(error_reply(500, "internal router error", rid))
             elif self.transport is not None:
                 self.transport.close()
         finally:
@@ -265,7 +270,8 @@ class Connection(asyncio.Protocol):
     def _fail(self, status: int, message: str, code: str | None = None) -> None:
         if self.transport is not None and not self.closed:
             self._keep_alive = False
-            self.send(error_reply(status, message, self._headers.get("x-request-id") or "-", code))
+            rid = self._headers.get("x-request-id") or self.server.new_id()
+            self.send(error_reply(status, message, rid, code))
             self.transport.close()
 
     # -- responses -------------------------------------------------------------------------
@@ -340,9 +346,10 @@ class Connection(asyncio.Protocol):
 class Server:
     """Listens and serves ``dispatch``'s handlers; ``close`` stops it and every connection."""
 
-    def __init__(self, dispatch: Dispatch, max_body: int) -> None:
+    def __init__(self, dispatch: Dispatch, max_body: int, new_id: Callable[[], str]) -> None:
         self.dispatch = dispatch
         self.max_body = max_body
+        self.new_id = new_id  # request ids for answers the server gives itself (404, 413, 400)
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
 

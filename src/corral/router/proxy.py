@@ -259,55 +259,41 @@ class Proxy:
         strip_usage: bool,
         t0: float,
     ) -> None:
-        """Relay an SSE answer; the response head goes out with the first upstream bytes."""
+        """Relay an SSE answer; the response head goes out with the first upstream bytes.
+
+        After the first piece, pieces go from the upstream parser's callback straight to the
+        client's transport (``_Sink``): no task switch and no ``await`` per chunk.
+        """
         # Wait for the first bytes before answering: until then a dead backend can still be retried.
         try:
-            chunk = await resp.readany()
+            first = await resp.readany()
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
             raise _Attempt(f"{inst.url}: {type(exc).__name__} before the first byte") from None
-        if not chunk:
+        if not first:
             inst.on_failure()
             raise _Attempt(f"{inst.url}: stream ended before the first byte")
         metrics = self.metrics
         rid_line = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
-        usage: tuple[int, int] | None = None
-        carry = b""
+        sink = _Sink(conn, resp, strip_usage)
         status = resp.status
         started = False
         try:
-            while True:
-                if carry:
-                    chunk, carry = carry + chunk, b""
-                if not chunk.endswith(b"\n"):  # hold back a partial line so events are never split
-                    cut = chunk.rfind(b"\n") + 1
-                    chunk, carry = chunk[:cut], chunk[cut:]
-                if chunk and b'"usage"' in chunk:
-                    u = sse.usage_at(chunk)
-                    if u is not None:
-                        usage = u
-                        if strip_usage:
-                            chunk = sse.strip_usage_event(chunk)
-                if not started:  # the head goes out with the first piece, in one write
-                    conn.stream_start(status, ctype, rid_line, chunk)
-                    started = True
-                    metrics.first_token(model, time.perf_counter() - t0)
-                elif chunk:
-                    conn.stream_write(chunk)
-                    if conn.paused:
-                        await conn.drain()
-                try:
-                    chunk = await resp.readany()
-                except _UPSTREAM_ERRORS as exc:
-                    inst.on_failure()
-                    status = 502
-                    msg = f"backend {inst.url} failed mid-stream: {type(exc).__name__}"
-                    conn.stream_end(carry + sse.error_event(msg))
-                    break
-                if not chunk:
-                    conn.stream_end(carry)
-                    inst.on_success()
-                    break
+            conn.stream_start(status, ctype, rid_line, sink.cut(first))  # head + first piece: one write
+            started = True
+            metrics.first_token(model, time.perf_counter() - t0)
+            resp.relay(sink)
+            try:
+                await resp.wait_end()
+            except _UPSTREAM_ERRORS as exc:
+                inst.on_failure()
+                status = 502
+                conn.stream_end(
+                    sse.error_event(f"backend {inst.url} failed mid-stream: {type(exc).__name__}")
+                )
+            else:
+                conn.stream_end(sink.carry)
+                inst.on_success()
         except ConnectionResetError:
             status = 499  # the client left; closing resp (finally in _send) stops the backend
         except asyncio.CancelledError:
@@ -323,8 +309,10 @@ class Proxy:
                 conn.stream_end(event)
             except ConnectionResetError:
                 pass
-        if usage is not None:
-            metrics.usage(model, *usage)
+        finally:
+            conn.on_resume = None
+        if sink.usage is not None:
+            metrics.usage(model, *sink.usage)
         metrics.request(model, inst.url, status, time.perf_counter() - t0)
 
     def cancel(self, request_id: str) -> bool:
@@ -335,3 +323,46 @@ class Proxy:
         ctx.cancelled = True
         ctx.task.cancel()
         return True
+
+
+class _Sink:
+    """Takes upstream SSE bytes as they are parsed and writes them to the client at once.
+
+    Cuts on line boundaries (a partial line waits in ``carry`` for the rest, so an event is
+    never split), finds the usage with one byte search per piece, strips the usage event the
+    router asked for, and pauses the backend while the client's buffer is full.
+    """
+
+    __slots__ = ("carry", "conn", "resp", "strip_usage", "usage")
+
+    def __init__(self, conn: Connection, resp: Response, strip_usage: bool) -> None:
+        self.conn = conn
+        self.resp = resp
+        self.strip_usage = strip_usage
+        self.carry = b""
+        self.usage: tuple[int, int] | None = None
+
+    def cut(self, chunk: bytes) -> bytes:
+        """The complete lines of ``carry + chunk`` (usage noted, and stripped when ours)."""
+        if self.carry:
+            chunk, self.carry = self.carry + chunk, b""
+        if not chunk.endswith(b"\n"):
+            cut = chunk.rfind(b"\n") + 1
+            chunk, self.carry = chunk[:cut], chunk[cut:]
+        if b'"usage"' in chunk:
+            u = sse.usage_at(chunk)
+            if u is not None:
+                self.usage = u
+                if self.strip_usage:
+                    chunk = sse.strip_usage_event(chunk)
+        return chunk
+
+    def __call__(self, data: bytes) -> None:
+        conn = self.conn
+        chunk = self.cut(data)
+        if not chunk or conn.closed:
+            return  # a client that left is noticed by the server, which cancels the handler
+        conn.stream_write(chunk)
+        if conn.paused:
+            self.resp.pause()
+            conn.on_resume = self.resp.resume

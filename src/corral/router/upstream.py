@@ -16,6 +16,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -99,6 +100,7 @@ class Response(asyncio.Protocol):
         self._last = 0.0
         self._deadline: float | None = None
         self._read_s = 0.0
+        self._sink: Callable[[bytes], None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,6 +138,9 @@ class Response(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._sink is not None:
+            self._sink(body)
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _PAUSE_AT and not self._paused and self.transport is not None:
@@ -222,6 +227,37 @@ class Response(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return data
+
+    def relay(self, sink: Callable[[bytes], None]) -> None:
+        """From now on hand each body piece to ``sink`` as it is parsed (no task switch per piece).
+
+        Pieces already buffered go first. ``sink`` must not raise; wait for the end (or the
+        failure) with :meth:`wait_end`, and throttle with :meth:`pause` / :meth:`resume`.
+        """
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks = []
+            sink(data)
+        self._sink = sink
+        self._buffered = 0
+        self.resume()
+
+    async def wait_end(self) -> None:
+        """Return when the response ended; raise the upstream failure if it failed first."""
+        while not self.complete:
+            await self._wait()
+
+    def pause(self) -> None:
+        """Stop reading from the backend (the client reads slower than it generates)."""
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from the backend again."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def release(self) -> None:
         """Pool the connection after a complete response; close it in any other case."""

@@ -3,11 +3,16 @@
 ``POST {router}/add_worker?url=...`` once healthy, ``POST /remove_worker?url=...`` when it
 crashes or stops. The desired membership is kept; one task retries with backoff until the router
 agrees, so an unreachable router only delays the change.
+
+SGLang's router since 0.2 (sgl-model-gateway) dropped those two routes (404) for
+``POST /workers {"url": ...}`` and ``DELETE /workers/{uuid}`` (ids from ``GET /workers``); the
+link switches to that API the first time a legacy route is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import aiohttp
@@ -28,6 +33,7 @@ class RouterLink:
         self.wanted = False
         self.member: bool | None = None  # None: unknown (never told the router)
         self.last_error: str | None = None
+        self._workers_api = False  # the router only has SGLang's newer /workers API
         self._wake = asyncio.Event()
 
     def want(self, member: bool) -> None:
@@ -61,16 +67,44 @@ class RouterLink:
 
     async def _send(self, session: aiohttp.ClientSession, add: bool) -> None:
         path = "/add_worker" if add else "/remove_worker"
-        async with session.post(f"{self.router_url}{path}", params={"url": self.worker_url}) as r:
-            body = (await r.text())[:200]
-            # A router that already has (or never had) the worker is in the state we want.
-            if r.status >= 300 and not (r.status in (400, 404, 409) and _already(body, add)):
-                raise aiohttp.ClientResponseError(
-                    r.request_info, (), status=r.status, message=f"{path}: {body}"
-                )
+        if not self._workers_api:
+            async with session.post(f"{self.router_url}{path}", params={"url": self.worker_url}) as r:
+                body = (await r.text())[:200]
+                if r.status in (404, 405) and not _already(body, add):
+                    self._workers_api = True  # no such route: a newer SGLang router
+                    log.info("router %s has no %s; using its /workers API", self.router_url, path)
+                # A router that already has (or never had) the worker is in the state we want.
+                elif r.status >= 300 and not (r.status in (400, 404, 409) and _already(body, add)):
+                    raise aiohttp.ClientResponseError(
+                        r.request_info, (), status=r.status, message=f"{path}: {body}"
+                    )
+        if self._workers_api:
+            await (self._add_new(session) if add else self._remove_new(session))
         self.member = add
         self.last_error = None
         log.info("router %s: %s %s", self.router_url, path.lstrip("/"), self.worker_url)
+
+    async def _add_new(self, session: aiohttp.ClientSession) -> None:
+        # 202: queued; the router adds the worker once its own health check passes (an
+        # "already exists" job fails harmlessly inside the router).
+        async with session.post(f"{self.router_url}/workers", json={"url": self.worker_url}) as r:
+            _check(r, "POST /workers", (await r.text())[:200])
+
+    async def _remove_new(self, session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{self.router_url}/workers") as r:
+            body = await r.text()
+            _check(r, "GET /workers", body[:200])
+            try:
+                listed = [w for w in json.loads(body)["workers"] if isinstance(w, dict)]
+            except (ValueError, KeyError, TypeError):
+                raise aiohttp.ClientResponseError(
+                    r.request_info, (), status=r.status, message=f"GET /workers: no worker list: {body[:200]}"
+                ) from None
+        for worker in listed:
+            if str(worker.get("url", "")).rstrip("/") == self.worker_url and worker.get("id"):
+                async with session.delete(f"{self.router_url}/workers/{worker['id']}") as r:
+                    if r.status != 404:  # 404: already gone
+                        _check(r, "DELETE /workers", (await r.text())[:200])
 
     async def leave(self, timeout: float = 2.0) -> None:
         """Remove the worker now (shutdown), once, bounded by ``timeout``."""
@@ -86,6 +120,11 @@ class RouterLink:
             log.warning("router %s: remove_worker failed: %s", self.router_url, exc or type(exc).__name__)
 
 
+def _check(r: aiohttp.ClientResponse, what: str, body: str) -> None:
+    if r.status >= 300:
+        raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message=f"{what}: {body}")
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"HTTP {exc.status} {exc.message}"
@@ -94,4 +133,6 @@ def _describe(exc: BaseException) -> str:
 
 def _already(body: str, add: bool) -> bool:
     text = body.lower()
-    return ("already" in text or "exists" in text) if add else ("not found" in text or "no worker" in text)
+    if add:
+        return "already" in text or "exists" in text
+    return "not found" in text or "not_found" in text or "no worker" in text or "no static worker" in text

@@ -2,29 +2,25 @@
 
 Tasks, all on one event loop: the supervisor's own task (proc), ``_follow`` (turns supervisor
 events into registry pushes and router membership), the registration loop, the router link,
-the model watcher, the start-progress logger and uvicorn. Signal handlers only set an event;
+the model watcher, the start-progress logger and the aiohttp.web API. Signal handlers only set an event;
 ``run`` then deregisters, stops the backend tree and returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import uvicorn
 
 from corral.errors import SpawnError
 from corral.proc import Supervisor
 from corral.proc.events import State, StateEvent
 from corral.proc.tree import port_holder
-from corral.sitter.api import create_app
+from corral.sitter.api import serve
 from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, public_host, url
 from corral.sitter.config import SitterConfig
 from corral.sitter.gpu_gate import GpuGate
@@ -38,14 +34,6 @@ log = logging.getLogger("corral.sitter")
 # (routers drop it) even while the supervisor waits out the restart delay.
 _WIRE_STATE = {State.RESTARTING: "unhealthy"}
 PROGRESS_EVERY_S = 15.0
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the sitter owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Sitter:
@@ -140,12 +128,9 @@ class Sitter:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         sock = self._bind()
-        server = _Server(
-            uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False)
-        )
         events = self.supervisor.subscribe()  # before start: no event may be missed
         tasks = [
-            asyncio.create_task(server.serve(sockets=[sock]), name="http"),
+            asyncio.create_task(serve(self, sock), name="http"),
             asyncio.create_task(self._follow(events), name="follow"),
             asyncio.create_task(self.watcher.run(), name="models"),
             asyncio.create_task(self._progress(), name="progress"),
@@ -171,8 +156,7 @@ class Sitter:
             stop.cancel()
             await self._shutdown()
         finally:
-            server.should_exit = True
-            for task in tasks[1:]:
+            for task in tasks:  # the API served through _shutdown (/health said "stopping")
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.registration:
