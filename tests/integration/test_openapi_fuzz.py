@@ -133,16 +133,19 @@ def launcher_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def fuzz(schema: Any, timeout: float) -> list[str]:
-    """Run every operation of ``schema`` through hypothesis; each failure as one line."""
+    """Run every operation of ``schema`` through hypothesis; each failure as one entry."""
     failures: list[str] = []
+    sent: dict[str, int] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
+        sent[operation.label] = 0
 
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @FUZZ
             @given(case=operation.as_strategy(mode))
-            def run(case: Any) -> None:
+            def run(case: Any, label: str = operation.label) -> None:
+                sent[label] += 1
                 case.call_and_validate(headers=AUTH, checks=CHECKS, timeout=timeout)
 
             try:
@@ -151,6 +154,7 @@ def fuzz(schema: Any, timeout: float) -> list[str]:
                 assert mode is GenerationMode.NEGATIVE, operation.label
             except (Exception, BaseExceptionGroup) as exc:  # report every operation, not the first
                 failures.append(f"{operation.label} ({mode.value}): {exc!s}")
+    assert len(sent) >= 5 and all(sent.values()), f"requests sent per operation: {sent}"
     return failures
 
 

@@ -90,9 +90,11 @@ def test_registry_down_and_back_reregisters_without_touching_the_backend(
         start_registry(procs, tmp_path, reg_port)
         # backend and sitter re-register on their own heartbeats: wait for both
         back = wait_until(
-            lambda: (i := instances(c, registry)).get("backend", {}).get("state") == "healthy"
-            and "sitter" in i
-            and i,
+            lambda: (
+                (i := instances(c, registry)).get("backend", {}).get("state") == "healthy"
+                and "sitter" in i
+                and i
+            ),
             30,
         )
         assert back["backend"]["metadata"]["pid"] == pid and "sitter" in back
