@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/corral.toml
 
-.PHONY: run test lint e2e-real test-gpu bench clean venv browser
+.PHONY: run test lint e2e-real test-gpu bench clean venv browser redis
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,13 @@ browser:
 	  ( command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || \
 	  echo "warning: could not install chromium; browser tests will fail"
 
-test: $(STAMP) browser
+# The Redis registry tests need a real redis-server; install it when missing (CI runs as root).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  ( command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) ) || \
+	  echo "warning: could not install redis-server; the Redis registry tests will fail"
+
+test: $(STAMP) browser redis
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -7,7 +7,7 @@ Three modes at each concurrency: ``plain`` (non-streaming), ``stream`` (``--toke
 ``long`` (``--long-tokens`` events); streams use ``ignore_eos`` so every stream has exactly that
 many tokens, from a mock with 1 ms between tokens so that each event is its own upstream chunk.
 Per cell: req/s, p50/p99 latency, TTFT (streams), SSE events/s, and the router's CPU
-(utime+stime of its process tree from /proc, before/after) per request.
+(scheduler run time of its process tree from /proc, before/after) per request.
 
 The per-chunk relay cost is the slope between the two stream lengths at the same concurrency:
 (CPU per long stream - CPU per short stream) / (events per long stream - events per short
@@ -43,15 +43,26 @@ def free_port() -> int:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """utime+stime (seconds) of ``pid`` and its descendants."""
+    """CPU seconds of ``pid`` and its descendants, all threads.
+
+    From ``/proc/PID/task/TID/schedstat`` (the scheduler's run time, in ns) where the kernel has
+    it; utime+stime from ``/proc/PID/stat`` otherwise. The latter is sampled at the clock tick
+    (10 ms), which misattributes short, frequent wake-ups such as one SSE chunk per millisecond.
+    """
     total = 0.0
     pids = [pid]
     while pids:
         p = pids.pop()
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
+            tids = os.listdir(f"/proc/{p}/task")
+            try:
+                for tid in tids:
+                    with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0]) / 1e9
+            except (FileNotFoundError, ValueError, IndexError):
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / TICK
             with open(f"/proc/{p}/task/{p}/children") as f:
                 pids += [int(c) for c in f.read().split()]
         except FileNotFoundError:

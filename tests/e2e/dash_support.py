@@ -99,8 +99,11 @@ class Launcher:
                 pass
 
 
-def start_launcher(procs: CorralProcs, tmp: Path, body: str, token: str | None = None) -> Launcher:
-    """Write a corral.toml (own state dir, free dashboard port) with ``body`` and run `corral up`."""
+def start_launcher(
+    procs: CorralProcs, tmp: Path, body: str, token: str | None = None, env: dict[str, str] | None = None
+) -> Launcher:
+    """Write a corral.toml (own state dir, free dashboard port) with ``body`` and run `corral up`
+    (``env``: extra environment, e.g. ``CORRAL_GPU_INVENTORY``)."""
     port = free_port()
     head = f'[corral]\nstate_dir = "{tmp / "state"}"\n\n[dashboard]\nport = {port}\n'
     if token:
@@ -108,7 +111,7 @@ def start_launcher(procs: CorralProcs, tmp: Path, body: str, token: str | None =
     config = tmp / "corral.toml"
     config.write_text(head + body)
     log = tmp / "up.log"
-    proc = procs.start("up", "-c", str(config), log=log)
+    proc = procs.start("up", "-c", str(config), log=log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/api/health", timeout=60)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from corral.proc import Probe, ProcessSpec, RestartPolicy, State, Supervisor
+from corral.proc.watch import adopt
 from support import wait_until
 
 PROCS = Path(__file__).parent / "procs"
@@ -134,7 +135,7 @@ async def test_reused_pid_is_not_adopted(tmp_path: Path, port: int) -> None:
             other = spec.model_copy(update={"argv": [PY, "-c", "print('other')"], "ports": []})
             doc["create_time"] = real
             other.pid_file.write_text(json.dumps(doc))  # type: ignore[union-attr]
-            assert Supervisor(other)._adopt() is None
+            assert adopt(other) is None
         finally:
             await sup.stop(grace_s=2)
         assert bystander.poll() is None  # the bystander was never touched

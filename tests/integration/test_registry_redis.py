@@ -90,6 +90,12 @@ class Watch:
 
 
 @pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
 async def watches() -> AsyncIterator[list[Watch]]:
     opened: list[Watch] = []
     yield opened
@@ -150,37 +156,39 @@ async def test_watch_on_b_sees_writes_on_a_in_order_within_ms(
     assert median < 250  # a few ms on an idle machine; generous for a loaded 2-core CI box
 
 
-async def test_lease_expiry_is_one_delete_event(procs: CorralProcs, store: str, watches: list[Watch]) -> None:
+async def test_lease_expiry_is_one_delete_event(
+    procs: CorralProcs, store: str, watches: list[Watch], http: httpx.AsyncClient
+) -> None:
     a, b = start_registry(procs, store), start_registry(procs, store)
     watches.extend([wa := Watch(a), wb := Watch(b)])
     assert (await wa.next()).type == (await wb.next()).type == "snapshot"
-    r = httpx.post(a + "/v1/instances", json=body("short", 9200, lease_ttl_s=0.5)).json()
+    r = (await http.post(a + "/v1/instances", json=body("short", 9200, lease_ttl_s=0.5))).json()
     for w in (wa, wb):
         assert (await w.next()).type == "put"
     for w in (wa, wb):
         ev = await w.next(timeout=20)
         assert ev.type == "delete" and ev.instance is not None and ev.instance["id"] == r["id"]
         assert ev.revision == r["revision"] + 1
-    after = httpx.post(b + "/v1/instances", json=body("after", 9201)).json()
+    after = (await http.post(b + "/v1/instances", json=body("after", 9201))).json()
     for w in (wa, wb):  # the next event is the new put: no second delete from the other registry
         ev = await w.next()
         assert (ev.type, ev.revision) == ("put", r["revision"] + 2) == ("put", after["revision"])
-    assert httpx.get(a + f"/v1/instances/{r['id']}").status_code == 404
+    assert (await http.get(a + f"/v1/instances/{r['id']}")).status_code == 404
 
 
 async def test_registry_restart_loses_nothing_and_watchers_resume(
-    procs: CorralProcs, store: str, watches: list[Watch]
+    procs: CorralProcs, store: str, watches: list[Watch], http: httpx.AsyncClient
 ) -> None:
     first = CorralProcs()
     try:
         a = start_registry(first, store)
-        kept = httpx.post(a + "/v1/instances", json=body("kept", 9300, state="healthy")).json()
-        moved = httpx.post(a + "/v1/instances", json=body("moved", 9301)).json()
-        httpx.patch(a + f"/v1/instances/{moved['id']}", json={"state": "healthy"})
+        kept = (await http.post(a + "/v1/instances", json=body("kept", 9300, state="healthy"))).json()
+        moved = (await http.post(a + "/v1/instances", json=body("moved", 9301))).json()
+        await http.patch(a + f"/v1/instances/{moved['id']}", json={"state": "healthy"})
     finally:
         first.close()  # SIGKILL: nothing is flushed on the way out
     a2 = start_registry(procs, store)
-    listed = httpx.get(a2 + "/v1/instances").json()
+    listed = (await http.get(a2 + "/v1/instances")).json()
     assert {i["id"] for i in listed["data"]} == {kept["id"], moved["id"]}
     assert listed["revision"] == moved["revision"] + 1
     # A watcher that had seen `kept` resumes on the new process: the missed events are replayed.
@@ -190,7 +198,7 @@ async def test_registry_restart_loses_nothing_and_watchers_resume(
         ("put", moved["revision"]),
         ("put", moved["revision"] + 1),
     ]
-    again = httpx.post(a2 + "/v1/instances", json=body("new", 9302)).json()
+    again = (await http.post(a2 + "/v1/instances", json=body("new", 9302))).json()
     assert again["revision"] == moved["revision"] + 2  # revisions go on from Redis' counter
 
 

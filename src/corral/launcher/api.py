@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Str
 from corral.errors import error_body
 from corral.launcher.logtail import follow_lines, read_tail
 from corral.launcher.orchestrator import Orchestrator
+from corral.launcher.resources import Memo, ResourceSampler, Sample
 from corral.launcher.views import service_view
 from corral.registry.http import install_error_handlers
 
@@ -75,12 +76,34 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
             await orch.stop(names)
         else:
             await orch.restart(names)
-        return {"ok": True, "action": action, "services": [service_view(orch, n) for n in names]}
+        snap = await samples()
+        views = [service_view(orch, n, 0, None, snap) for n in names]
+        return {"ok": True, "action": action, "services": views}
 
-    async def gpu_att() -> Any:
+    # Resource figures and GPU attribution are sampled once per second at most, whatever the
+    # number of open dashboards (each refreshes every 2 s): see corral.launcher.resources.
+    sampler = ResourceSampler(ttl_s=1.0)
+
+    async def samples() -> dict[int, Sample]:
+        pids = [sup.pid for sup in orch.sups.values() if sup.pid]
+        hit = sampler.cached(pids)
+        return hit if hit is not None else await asyncio.to_thread(sampler.sample, pids)
+
+    def _attribution() -> Any:
         from corral.launcher.gpus import attribution
 
-        return await asyncio.to_thread(attribution, orch)
+        return attribution(orch)
+
+    def _gpus_doc() -> dict[str, Any]:
+        from corral.launcher.gpus import gpus_doc
+
+        return gpus_doc(orch)
+
+    att_memo: Memo[Any] = Memo(_attribution, ttl_s=1.0)
+    gpus_memo: Memo[dict[str, Any]] = Memo(_gpus_doc, ttl_s=1.0)
+
+    async def gpu_att() -> Any:
+        return await asyncio.to_thread(att_memo.get)
 
     @app.get("/api/health", tags=["launcher"])
     async def health() -> dict[str, Any]:
@@ -92,15 +115,15 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     @api.get("/services", tags=["services"])
     async def list_services(tail: int = Query(0, ge=0, le=1000)) -> dict[str, Any]:
         """Every planned process with its state, pid, ports, uptime, restarts, cpu, memory and GPUs."""
-        att = await gpu_att()
-        return {"services": [service_view(orch, p.name, tail, att) for p in orch.plan.processes]}
+        att, snap = await asyncio.gather(gpu_att(), samples())
+        return {"services": [service_view(orch, p.name, tail, att, snap) for p in orch.plan.processes]}
 
     @api.get("/services/{name}", tags=["services"])
     async def get_service(name: str, tail: int = Query(20, ge=0, le=1000)) -> dict[str, Any]:
         """One process, with its last ``tail`` log lines."""
         if name not in orch.sups:
             raise HTTPException(404, f"no service named {name!r}")
-        return service_view(orch, name, tail, await gpu_att())
+        return service_view(orch, name, tail, await gpu_att(), await samples())
 
     @api.post("/services/{name}/{action}", tags=["services"])
     async def service_action(name: str, action: Action) -> dict[str, Any]:
@@ -169,9 +192,7 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     async def gpus() -> dict[str, Any]:
         """Per GPU: total/used/free memory, utilisation and every holder (service or foreign PID);
         ``placed``: process -> the GPUs it was given."""
-        from corral.launcher.gpus import gpus_doc
-
-        return await asyncio.to_thread(gpus_doc, orch)
+        return await asyncio.to_thread(gpus_memo.get)
 
     @api.post("/shutdown", tags=["launcher"])
     async def shutdown_route() -> dict[str, Any]:

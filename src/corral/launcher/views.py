@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
     from corral.gpu import Attribution
     from corral.launcher.orchestrator import Orchestrator
+    from corral.launcher.resources import Sample
 
 _COLOURS = {
     "stopped": "grey50",
@@ -22,15 +23,21 @@ _COLOURS = {
 
 
 def service_view(
-    orch: Orchestrator, name: str, tail: int = 0, gpu_att: Attribution | None = None
+    orch: Orchestrator,
+    name: str,
+    tail: int = 0,
+    gpu_att: Attribution | None = None,
+    samples: dict[int, Sample] | None = None,
 ) -> dict[str, Any]:
-    """The control API's description of one process (``gpu_att``: the fleet's GPU attribution)."""
+    """The control API's description of one process (``gpu_att``: the fleet's GPU attribution;
+    ``samples``: PID -> shared resource sample, so the process table is not rescanned)."""
     from corral.launcher.gpus import service_gpu_fields
+    from corral.launcher.resources import status_of
 
     p = orch.plan.get(name)
     assert p is not None
     sup = orch.sups[name]
-    info = sup.info()
+    info = sup.info() if samples is None else status_of(sup, samples.get(sup.pid or 0))
     waiting = orch.waiting.get(name)
     refused = orch.refused.get(name) if info["state"] == "stopped" and not waiting else None
     state = "starting" if waiting else "failed" if refused else info["state"]

@@ -33,9 +33,7 @@ class Health:
 def startup_loop(spec: ProcessSpec, report: Report) -> Coroutine[Any, Any, None]:
     """The readiness loop while STARTING: fast, and done once it passes."""
     assert spec.readiness is not None
-    return probes.run_loop(
-        spec.readiness, report, period_s=starting_period(spec.readiness), until_first=True
-    )
+    return probes.run_loop(spec.readiness, report, period_s=starting_period(spec.readiness), until_first=True)
 
 
 def running_loops(spec: ProcessSpec, report: Any) -> list[Coroutine[Any, Any, None]]:

@@ -5,6 +5,10 @@ Everything that changes state arrives as a message in one inbox: commands from c
 and timers. The owner task handles them one at a time, so concurrent callers are safe and no lock
 is needed (llama-swap's process command pattern). Messages carry the generation of the process
 they concern; a message about an earlier process is ignored.
+
+This module is the state machine; the steps it delegates live beside it: ``restart`` (what
+follows an exit, the before_restart gate), ``probing`` (which probes run when, what a verdict
+means), ``watch`` (adoption, exit watch, tree records) and ``sampling`` (cpu/memory for ``info``).
 """
 
 from __future__ import annotations
@@ -14,36 +18,28 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import psutil
 
 from corral.proc import pidfile, probes
-from corral.proc.decide import (
-    backoff_delay,
-    crash_loop,
-    describe_exit,
-    is_stable,
-    recent_restarts,
-    starting_period,
-    wants_restart,
-)
+from corral.proc.decide import describe_exit
 from corral.proc.events import EventHub, State, StateEvent, Subscription
 from corral.proc.logs import LineCallback, LogFile
 from corral.proc.messages import Child, Cmd, Exited, Gate, Msg, Timer, Verdict
-from corral.proc.spawn import describe_os_error, preflight, spawn
+from corral.proc.probing import Health, judge, running_loops, startup_loop
+from corral.proc.restart import Backoff, BeforeRestart, after_exit, ask_gate
+from corral.proc.sampling import status
 from corral.proc.spec import ProcessSpec
-from corral.proc.tree import kill_now, snapshot, stop_tree
+from corral.proc.tree import kill_now, stop_tree
+from corral.proc.watch import TREE_SCAN_S, adopt, start_child, track_tree, tree_pids, wait_exit
+
+__all__ = ["TREE_SCAN_S", "BeforeRestart", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
-TREE_SCAN_S = 5.0  # how often descendants are recorded, to kill re-parented ones after a crash
 _NOTE = "[corral] "
-
-# Called with the old process tree's PIDs (the root, the leader of its own process group, first)
-# before a process is started again; a string it returns vetoes the start (-> FAILED, that reason).
-BeforeRestart = Callable[[list[int]], Awaitable[str | None]]
 
 
 class Supervisor:
@@ -81,9 +77,8 @@ class Supervisor:
         self._log: LogFile | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._attempt = 0  # restarts since the last stable run: drives the backoff
-        self._restart_times: list[float] = []
-        self._ready = self._live = False
+        self._backoff = Backoff()  # restarts since the last stable run: delay and crash loop
+        self._health = Health()
         self.before_restart = before_restart
         self._old_pids: list[int] = []  # the last exited/stopped tree, for before_restart
         self._gate: asyncio.Task[None] | None = None
@@ -143,29 +138,7 @@ class Supervisor:
 
     def info(self) -> dict[str, Any]:
         """A snapshot for status views: pid, state, restarts, uptime, cpu, memory, children."""
-        cpu = rss = children = None
-        ps = self._child.ps if self._child else None
-        if ps is not None:
-            with contextlib.suppress(psutil.Error):
-                with ps.oneshot():
-                    cpu = ps.cpu_percent(None)  # same Process object: % since the last call
-                    rss = ps.memory_info().rss
-                children = len(ps.children(recursive=True))
-        return {
-            "name": self.spec.name,
-            "pid": self.pid,
-            "state": str(self.state),
-            "restarts": self.restarts,
-            "uptime_s": round(time.time() - self.started_at, 3) if self.started_at and self._child else None,
-            "started_at": self.started_at,
-            "last_exit": self.last_exit,
-            "reason": self.reason,
-            "cpu_percent": cpu,
-            "rss_bytes": rss,
-            "children": children,
-            "adopted": bool(self._child and self._child.proc is None),
-            "last_lines": self.last_lines if self.state == State.FAILED else [],
-        }
+        return status(self, self._child)
 
     # ---- the owner task ---------------------------------------------------------------------
 
@@ -230,13 +203,13 @@ class Supervisor:
     async def _cmd_start(self, cmd: Cmd) -> None:
         if self._child is not None or self._gate is not None or "respawn" in self._timers:
             return
-        self._attempt, self._restart_times = 0, []
+        self._backoff = Backoff()
         self.last_lines = []
         if self.before_restart is not None and self._old_pids:
             self._set(State.RESTARTING, "start requested")
             await self._relaunch()
         else:
-            await self._launch(adopt=True)
+            await self._launch(adopt_running=True)
 
     async def _cmd_stop(self, cmd: Cmd) -> None:
         self._cancel_timer("respawn")
@@ -255,7 +228,7 @@ class Supervisor:
             self._note(f"restart requested: stopping pid {self._child.pid}")
             await self._stop_child(cmd.grace_s)
         self._set(State.RESTARTING, "restart requested")
-        self._attempt, self._restart_times = 0, []
+        self._backoff = Backoff()
         self.last_lines = []
         await self._relaunch()
 
@@ -276,18 +249,13 @@ class Supervisor:
         """Spawn afresh, once ``before_restart`` (if any) agrees about the old tree."""
         old = self._old_pids  # kept: a vetoed start leaves the same tree to check next time
         if self.before_restart is None or not old:
-            await self._launch(adopt=False)
+            await self._launch(adopt_running=False)
             return
         self._gate = asyncio.get_running_loop().create_task(self._ask_gate(self._gen, old))
 
     async def _ask_gate(self, gen: int, old: list[int]) -> None:
         assert self.before_restart is not None
-        try:
-            veto = await self.before_restart(old)
-        except Exception as exc:  # a broken hook must not leave the process down silently
-            log.exception("%s: before_restart failed", self.spec.name)
-            veto = f"before_restart failed: {exc!r}"
-        self._post(Gate(gen, veto))
+        self._post(Gate(gen, await ask_gate(self.before_restart, self.spec.name, old)))
 
     async def _on_gate(self, msg: Gate) -> None:
         if msg.gen != self._gen or self._gate is None:
@@ -297,7 +265,7 @@ class Supervisor:
             self._note(f"not restarting: {msg.veto}")
             self._fail(msg.veto)
         elif self._child is None:
-            await self._launch(adopt=False)
+            await self._launch(adopt_running=False)
 
     def _cancel_gate(self) -> None:
         if self._gate is not None:
@@ -305,114 +273,60 @@ class Supervisor:
             self._gate = None
             self._gen += 1  # its answer, if already posted, is now stale
 
-    async def _launch(self, *, adopt: bool) -> None:
+    async def _launch(self, *, adopt_running: bool) -> None:
         spec = self.spec
         self._gen += 1
         gen = self._gen
         logf = self._open_log()
-        child = self._adopt() if adopt else None
+        child = adopt(spec) if adopt_running else None
         if child is not None:
             self._note(f"adopted running pid {child.pid}")
         else:
-            pidfile.remove(spec.pid_file)
-            why = await preflight(spec)
-            proc = None
-            if why is None:
-                try:
-                    proc = await spawn(spec, logf.write_fd)
-                except OSError as exc:
-                    why = describe_os_error(spec, exc)
-            if why is not None or proc is None:
-                self._note(why or "spawn failed")
-                self._fail(why or "spawn failed")
+            started = await start_child(spec, logf.write_fd)
+            if isinstance(started, str):  # command not found, port taken, ...
+                self._note(started)
+                self._fail(started)
                 return
-            try:
-                ps: psutil.Process | None = psutil.Process(proc.pid)
-            except psutil.Error:
-                ps = None
-            child = Child(proc.pid, proc, ps, time.monotonic(), time.time())
-            if spec.pid_file is not None:
-                pidfile.write(spec.pid_file, proc.pid, spec.argv, spec.name)
-            self._note(f"started pid {proc.pid}: {' '.join(spec.argv)}")
+            child = started
+            self._note(f"started pid {child.pid}: {' '.join(spec.argv)}")
         self._child = child
         self.pid, self.started_at = child.pid, child.started_at
-        self._ready = self._live = False
+        self._health = Health()
         logf.follow()
         self._task(self._watch_exit(gen, child))
-        self._task(self._track_tree(child))
+        self._task(track_tree(child))
         self._set(State.STARTING, "adopted" if child.proc is None else "spawned")
         if spec.readiness is None:
             self._become_ready(gen)
             return
-        self._task(
-            probes.run_loop(
-                spec.readiness,
-                self._verdict(gen, "startup"),
-                period_s=starting_period(spec.readiness),
-                until_first=True,
-            )
-        )
+        self._task(startup_loop(spec, self._verdict(gen, "startup")))
         self._timers["start_timeout"] = asyncio.get_running_loop().call_later(
             spec.start_timeout_s, self._post, Timer(gen, "start_timeout")
         )
 
-    def _adopt(self) -> Child | None:
-        if self.spec.pid_file is None:
-            return None
-        ps = pidfile.adoptable(self.spec.pid_file, self.spec.argv)
-        if ps is None:
-            return None
-        try:
-            created = ps.create_time()
-        except psutil.Error:
-            return None
-        ps.cpu_percent(None)
-        mono = time.monotonic() - max(0.0, time.time() - created)
-        return Child(ps.pid, None, ps, mono, created)
-
     def _become_ready(self, gen: int) -> None:
         self._cancel_timer("start_timeout")
-        self._ready = self._live = True
+        self._health = Health(ready=True, live=True)
         self._set(State.HEALTHY, None)
-        spec = self.spec
-        if spec.readiness is not None:
-            self._task(
-                probes.run_loop(
-                    spec.readiness,
-                    self._verdict(gen, "readiness"),
-                    initial=True,
-                    initial_delay_s=spec.readiness.period_s,
-                )
-            )
-        if spec.liveness is not None:
-            self._task(probes.run_loop(spec.liveness, self._verdict(gen, "liveness"), initial=True))
+        for loop in running_loops(self.spec, lambda kind: self._verdict(gen, kind)):
+            self._task(loop)
 
     async def _on_verdict(self, v: Verdict) -> None:
         if v.gen != self._gen or self._child is None:
             return
-        if v.kind == "startup":
-            if v.ok and self.state == State.STARTING:
-                self._become_ready(v.gen)
-            return  # failures while starting matter only through start_timeout_s
-        if v.kind == "liveness":
-            self._live = v.ok
-            if not v.ok:
-                why = f"liveness probe failed: {v.detail}"
-                self._note(why)
-                self._set(State.UNHEALTHY, why)
-                if self.spec.restart.policy != "never":
-                    uptime = time.monotonic() - self._child.started_mono
-                    await self._stop_child(None)
-                    self._after_exit(why, None, uptime_s=uptime)
-                return
-        else:
-            self._ready = v.ok
-        if self._ready and self._live:
+        outcome = judge(v, self.state, self._health, self.spec.restart.policy)
+        if outcome == "ready":
+            self._become_ready(v.gen)
+        elif outcome == "healthy":
             self._set(State.HEALTHY, None)
-        elif not v.ok:
+        elif outcome in ("unhealthy", "kill"):
             why = f"{v.kind} probe failed: {v.detail}"
             self._note(why)
             self._set(State.UNHEALTHY, why)
+            if outcome == "kill":  # a failed liveness probe: restart per policy
+                uptime = time.monotonic() - self._child.started_mono
+                await self._stop_child(None)
+                self._after_exit(why, None, uptime_s=uptime)
 
     async def _on_exited(self, msg: Exited) -> None:
         if msg.gen != self._gen or self._child is None:
@@ -420,7 +334,7 @@ class Supervisor:
         child = self._release_child()
         assert child is not None
         uptime = time.monotonic() - child.started_mono
-        self._old_pids = _tree_pids(child, snapshot(child.pid))
+        self._old_pids = tree_pids(child)
         leftovers = kill_now(child.pid, child.tree.values())  # orphans of a crashed leader
         if leftovers:
             await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
@@ -434,25 +348,18 @@ class Supervisor:
 
     def _after_exit(self, why: str, code: int | None, *, uptime_s: float) -> None:
         """Decide what follows an exit (or a kill for failed probes): stop, fail or back off."""
-        pol = self.spec.restart
-        if is_stable(pol, uptime_s):
-            self._attempt, self._restart_times = 0, []
-        if not wants_restart(pol, code):
-            if code == 0:
-                self._set(State.STOPPED, why)
-            else:
-                self._fail(f"{why} (restart policy: {pol.policy})")
+        step = after_exit(
+            self.spec.restart, self._backoff, why, code, uptime_s=uptime_s, now=time.monotonic()
+        )
+        self._backoff = step.backoff
+        if step.action == "stop":
+            self._set(State.STOPPED, step.reason)
             return
-        now = time.monotonic()
-        self._restart_times = recent_restarts(pol, self._restart_times, now)
-        give_up = crash_loop(pol, self._restart_times, now)
-        if give_up:
-            self._fail(f"{give_up}; last: {why}")
+        if step.action == "fail":
+            self._fail(step.reason)
             return
-        delay = backoff_delay(pol, self._attempt)
-        self._attempt += 1
+        delay = step.delay_s
         self.restarts += 1
-        self._restart_times.append(now)
         self._note(f"{why}; restart {self.restarts} in {delay:g}s")
         self._set(State.RESTARTING, f"{why}; restarting in {delay:g}s")
         self._timers["respawn"] = asyncio.get_running_loop().call_later(
@@ -464,7 +371,7 @@ class Supervisor:
         if child is None:
             return
         grace = self.spec.stop_grace_s if grace_s is None else grace_s
-        self._old_pids = _tree_pids(child, snapshot(child.pid))
+        self._old_pids = tree_pids(child)
         await stop_tree(child.pid, grace, extra=child.tree.values())
         if child.proc is not None:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
@@ -487,23 +394,7 @@ class Supervisor:
         return child
 
     async def _watch_exit(self, gen: int, child: Child) -> None:
-        # event-driven: the child watcher (our child) or a pidfd (adopted) wakes us, no polling
-        if child.proc is not None:
-            code: int | None = await child.proc.wait()
-        else:
-            assert child.ps is not None
-            await pidfile.wait_exit(child.ps)
-            code = None
-        self._post(Exited(gen, code))
-
-    async def _track_tree(self, child: Child) -> None:
-        await asyncio.sleep(1.0)
-        while True:
-            known = {pid: p for pid, p in child.tree.items() if p.is_running()}
-            for p in snapshot(child.pid):
-                known.setdefault(p.pid, p)
-            child.tree = known
-            await asyncio.sleep(TREE_SCAN_S)
+        self._post(Exited(gen, await wait_exit(child)))
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -561,10 +452,3 @@ class Supervisor:
                 self.spec.name, state, previous, time.time(), self.pid, self.restarts, reason, exit_code
             )
         )
-
-
-def _tree_pids(child: Child, now: list[psutil.Process]) -> list[int]:
-    """The root's PID first, then every descendant recorded or seen now."""
-    rest = {p.pid for p in now} | set(child.tree)
-    rest.discard(child.pid)
-    return [child.pid, *sorted(rest)]

@@ -1,4 +1,5 @@
-"""Knowing the current process: adopt it from its PID file, wait for its exit, record its tree.
+"""Getting and knowing the process: spawn it or adopt it from its PID file, wait for its exit,
+record its tree.
 
 Exit detection is event-driven: the child watcher for our own child, a pidfd for an adopted
 one, never polling. Descendants are recorded every few seconds so that ones re-parented after a
@@ -14,6 +15,7 @@ import psutil
 
 from corral.proc import pidfile
 from corral.proc.messages import Child
+from corral.proc.spawn import describe_os_error, preflight, spawn
 from corral.proc.spec import ProcessSpec
 from corral.proc.tree import snapshot
 
@@ -70,3 +72,18 @@ def tree_pids(child: Child) -> list[int]:
     rest = {p.pid for p in snapshot(child.pid)} | set(child.tree)
     rest.discard(child.pid)
     return [child.pid, *sorted(rest)]
+
+
+async def start_child(spec: ProcessSpec, out_fd: int) -> Child | str:
+    """Spawn ``spec`` (writing its output to ``out_fd``) and record its PID file; or say why not."""
+    pidfile.remove(spec.pid_file)
+    why = await preflight(spec)
+    if why is not None:
+        return why
+    try:
+        proc = await spawn(spec, out_fd)
+    except OSError as exc:
+        return describe_os_error(spec, exc)
+    if spec.pid_file is not None:
+        pidfile.write(spec.pid_file, proc.pid, spec.argv, spec.name)
+    return spawned(proc)

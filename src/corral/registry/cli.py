@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
         state_dir: Path | None = typer.Option(
             None, help="Directory for registry-snapshot.json (kept across restarts)."
         ),
-        store: str = typer.Option("memory", help="Storage: 'memory'."),
+        store: str = typer.Option(
+            "memory",
+            help="Storage: 'memory', or 'redis://host:port/db[?prefix=P]' shared by several registries.",
+        ),
         history: int = typer.Option(
             10_000, min=1, help="Changes kept so that a reconnecting watcher resumes without a snapshot."
         ),

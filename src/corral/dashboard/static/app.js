@@ -1,12 +1,14 @@
 // corral dashboard: vanilla JS, no build step. Talks to the launcher's control API under /api.
 // Cards are created once and patched in place (50+ services stay cheap); state changes arrive
-// by SSE (/api/events), cpu/rss by one GET /api/services every 2 s.
+// by SSE (/api/events), cpu/rss by one GET /api/services every 2 s (with GET /api/gpus when the
+// machine has GPUs, in the same refresh).
 "use strict";
 (() => {
   const TOKEN_KEY = "corral.token";
   const REFRESH_MS = 2000;
   const ROUTER_MS = 2000;
   const SPARK_N = 60;
+  const GPU_IDLE_EVERY = 15; // refreshes between /api/gpus checks while no GPU is known (30 s)
   const LOG_MAX = 2000;
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -153,16 +155,27 @@
     if (v == null || !isFinite(v)) return "–";
     return v >= 100 ? v.toFixed(0) : v.toFixed(digits);
   }
-  function fmtGpu(g) {
-    if (g == null) return "";
-    if (typeof g !== "object") return "GPU " + g;
-    const parts = ["GPU " + (g.index ?? g.id ?? "?")];
-    if (g.name) parts.push(g.name);
-    if (g.memory_used_bytes != null && g.memory_total_bytes) {
-      parts.push(fmtBytes(g.memory_used_bytes) + " / " + fmtBytes(g.memory_total_bytes));
+  function fmtGiB(b) {
+    return b == null ? "–" : (b / 1024 ** 3).toFixed(1) + " GiB";
+  }
+
+  // "GPU 0 · 4.0 GiB · CUDA_VISIBLE_DEVICES=0": the GPUs placement gave the service (what its
+  // CUDA_VISIBLE_DEVICES names) and the GPU memory its process tree holds now.
+  function gpuLine(s) {
+    const placed = (Array.isArray(s.gpus) ? s.gpus : []).filter((g) => g != null && typeof g !== "object");
+    const usage = s.gpu_usage || {};
+    const ids = [...placed.map(String)];
+    for (const k of Object.keys(usage)) if (!ids.includes(k)) ids.push(k);
+    if (!ids.length) return "";
+    const parts = [(ids.length > 1 ? "GPUs " : "GPU ") + ids.join(",")];
+    const held = Object.entries(usage).filter(([, b]) => b > 0);
+    if (s.gpu_memory_bytes) {
+      let mem = fmtGiB(s.gpu_memory_bytes);
+      if (held.length > 1) mem += " (" + held.map(([k, b]) => k + ": " + fmtGiB(b)).join(", ") + ")";
+      parts.push(mem);
     }
-    if (g.utilization_percent != null) parts.push(fmtNum(g.utilization_percent, 0) + "%");
-    return parts.join(" ");
+    if (placed.length) parts.push("CUDA_VISIBLE_DEVICES=" + placed.join(","));
+    return parts.join(" · ");
   }
 
   function setText(el, text) {
@@ -309,9 +322,9 @@
     const models = s.models || [];
     f.models.hidden = !models.length;
     if (models.length) setText(f.models, "models: " + models.join(", "));
-    const gpus = s.gpus || [];
-    f.gpus.hidden = !gpus.length;
-    if (gpus.length) setText(f.gpus, gpus.map(fmtGpu).join(" · "));
+    const gpuText = gpuLine(s);
+    f.gpus.hidden = !gpuText;
+    if (gpuText) setText(f.gpus, gpuText);
     f.start.disabled = !STARTABLE.has(state);
     f.stop.disabled = state === "stopped";
 
@@ -362,11 +375,17 @@
     setText($("#summary"), parts.join(" · "));
   }
 
-  let refreshing = false;
-  async function refresh() {
-    if (refreshing) return;
-    refreshing = true;
+  // One refresh at a time; a call while one is in flight waits for that one.
+  let refreshing = null;
+  function refresh() {
+    if (!refreshing) refreshing = doRefresh().finally(() => { refreshing = null; });
+    return refreshing;
+  }
+
+  async function doRefresh() {
     const asked = performance.now();
+    const gpusAsked = gpuDue() ? getJSON("/api/gpus").then(
+      (body) => ({ body }), (error) => ({ error })) : null;
     try {
       const body = await getJSON("/api/services");
       const list = Array.isArray(body) ? body : body.services || [];
@@ -380,6 +399,7 @@
         }
         patchCard(rec, svc);
         pushSample(rec, svc);
+        if (svc.gpu_memory_bytes || (svc.gpus && svc.gpus.length)) gpus.known = true;
       }
       for (const [name, rec] of cards) {
         if (!seen.has(name)) {
@@ -390,9 +410,117 @@
       renderSummary();
     } catch (e) {
       if (e.status) toast("services: " + e.message);
-    } finally {
-      refreshing = false;
     }
+    if (gpusAsked) {
+      const { body, error } = await gpusAsked;
+      if (body) renderGpus(body);
+      else if (error && error.status === 404) renderGpus({ gpus: [] });
+    }
+  }
+
+  // ---------- GPUs (GET /api/gpus, fetched with the services refresh) ----------
+  // Every refresh while the machine has GPUs (or a service was given some); else now and then.
+  const gpus = { known: false, idle: 0, key: "" };
+  function gpuDue() {
+    if (gpus.known) return true;
+    if (gpus.idle > 0) {
+      gpus.idle--;
+      return false;
+    }
+    gpus.idle = GPU_IDLE_EVERY;
+    return true;
+  }
+
+  function node(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  function renderGpus(body) {
+    const list = (body && Array.isArray(body.gpus)) ? body.gpus : [];
+    const placed = (body && body.placed) || {};
+    gpus.known = list.length > 0 || Object.keys(placed).length > 0;
+    const key = JSON.stringify([list, placed, body && body.message]);
+    if (key === gpus.key) return;
+    gpus.key = key;
+    const panel = $("#gpus");
+    panel.hidden = !list.length;
+    setText($("#gpu-source"), list.length && body.source ? "(" + body.source + ")" : "");
+    const frag = document.createDocumentFragment();
+    for (const g of list) frag.append(gpuBox(g, placed));
+    $("#gpu-list").replaceChildren(frag);
+  }
+
+  function gpuBox(g, placed) {
+    const box = node("div", "gpu");
+    box.dataset.gpu = String(g.index);
+    const head = node("div", "gpu-head");
+    head.append(node("b", null, "GPU " + g.index), node("span", "gpu-name", g.name || ""));
+    head.append(node("span", "gpu-util",
+      g.utilization_percent == null ? "util –" : "util " + fmtNum(g.utilization_percent, 0) + "%"));
+    box.append(head);
+
+    // The memory bar: a segment per holder (services and foreign processes coloured apart),
+    // then memory in use that no listed process accounts for.
+    const total = g.memory_total || 0;
+    const bar = node("div", "membar");
+    const holders = g.holders || [];
+    let listed = 0;
+    for (const h of holders) {
+      listed += h.used_memory || 0;
+      if (!total || !h.used_memory) continue;
+      const seg = node("span", h.service ? "seg svc" : "seg foreign");
+      seg.style.width = Math.min(100, (100 * h.used_memory) / total).toFixed(2) + "%";
+      seg.title = (h.service || "PID " + h.pid) + ": " + fmtGiB(h.used_memory);
+      bar.append(seg);
+    }
+    const rest = (g.memory_used || 0) - listed;
+    if (total && rest > 0) {
+      const seg = node("span", "seg other");
+      seg.style.width = Math.min(100, (100 * rest) / total).toFixed(2) + "%";
+      seg.title = "not attributed: " + fmtGiB(rest);
+      bar.append(seg);
+    }
+    box.append(bar);
+    box.append(node("div", "gpu-mem", total
+      ? `${fmtGiB(g.memory_used)} / ${fmtGiB(total)} used · ${fmtGiB(g.memory_free)} free`
+      : `${fmtGiB(g.memory_used)} used · total unknown`));
+
+    const ul = node("ul", "holders");
+    const named = new Set();
+    for (const h of holders) {
+      const li = node("li", "holder");
+      if (h.service) {
+        named.add(h.service);
+        li.dataset.service = h.service;
+        const a = node("a", null, h.service);
+        a.href = "#svc-" + h.service;
+        li.append(a, " ", node("span", "mem", fmtGiB(h.used_memory)), " ", node("span", "muted", "PID " + h.pid));
+      } else {
+        li.classList.add("foreign");
+        li.dataset.pid = String(h.pid);
+        li.append(node("span", "tag", "foreign"), " ", node("span", "mem", fmtGiB(h.used_memory)),
+          " ", node("span", null, "PID " + h.pid));
+        if (h.command) li.append(" ", node("code", "cmd", h.command));
+        li.title = h.command || "";
+      }
+      ul.append(li);
+    }
+    // Services placed here that hold nothing yet (starting, or not a CUDA process at all).
+    for (const [name, ids] of Object.entries(placed)) {
+      if (named.has(name) || !ids.includes(g.index)) continue;
+      const li = node("li", "holder placed");
+      li.dataset.service = name;
+      const a = node("a", null, name);
+      a.href = "#svc-" + name;
+      li.append(a, " ", node("span", "muted", "placed here, no memory held"));
+      ul.append(li);
+    }
+    if (!ul.childElementCount) ul.append(node("li", "muted", "no processes"));
+    box.append(ul);
+    return box;
   }
 
   function onEvent(data) {
@@ -659,6 +787,6 @@
     setInterval(refresh, REFRESH_MS);
     pollRouter();
   }
-  window.corralDashboard = { cards, refresh, openLogs };
+  window.corralDashboard = { cards, refresh, openLogs, gpus };
   main();
 })();
