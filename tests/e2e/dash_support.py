@@ -120,7 +120,7 @@ def start_launcher(
     return Launcher(url=url, token=token, proc=proc, log=log)
 
 
-def fleet_config() -> str:
+def fleet_config(gpus_per_replica: int = 0) -> str:
     """Registry, router, one mock backend and a ticker, all on free ports."""
     return f"""
 [registry]
@@ -135,4 +135,34 @@ preset = "mock"
 models = ["mock-chat"]
 port = {free_port()}
 args = ["--ttft-ms", "5", "--itl-ms", "2"]
+gpus_per_replica = {gpus_per_replica}
 {ticker_service()}"""
+
+
+GIB = 1 << 30
+
+
+def gpu(index: int, holders: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """One GPU of 80 GiB for a ``CORRAL_GPU_INVENTORY`` file; ``holders``: (pid, bytes)."""
+    return {
+        "index": index,
+        "name": f"Test GPU {index}",
+        "memory_total": 80 * GIB,
+        "utilization_percent": 10 + index,
+        "processes": [{"pid": pid, "used_memory": n} for pid, n in holders or []],
+    }
+
+
+def write_inventory(path: Path, gpus: list[dict[str, Any]]) -> None:
+    """Atomically (docs/gpu.md): a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"gpus": gpus}))
+    os.replace(tmp, path)
+
+
+def backend_pid(sitter_pid: int) -> int:
+    """The backend a sitter runs: its child."""
+    import psutil
+
+    kids = wait_until(lambda: psutil.Process(sitter_pid).children(), 30, what="the sitter's backend")
+    return int(kids[0].pid)

@@ -13,7 +13,17 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from dash_support import COLOURS, RECORD_STATES, Launcher, fleet_config, start_launcher
+from dash_support import (
+    COLOURS,
+    GIB,
+    RECORD_STATES,
+    Launcher,
+    backend_pid,
+    fleet_config,
+    gpu,
+    start_launcher,
+    write_inventory,
+)
 
 from support import CorralProcs, wait_until
 
@@ -31,10 +41,14 @@ restart = {{ max_restarts = 0 }}
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    # Two GPUs from an inventory file (docs/gpu.md); the backend is placed on GPU 0.
+    tmp = tmp_path_factory.mktemp("dash")
+    write_inventory(tmp / "gpus.json", [gpu(0), gpu(1)])
     procs = CorralProcs()
     launcher = None
     try:
-        launcher = start_launcher(procs, tmp_path_factory.mktemp("dash"), fleet_config() + BROKEN)
+        env = {"CORRAL_GPU_INVENTORY": str(tmp / "gpus.json")}
+        launcher = start_launcher(procs, tmp, fleet_config(gpus_per_replica=1) + BROKEN, env=env)
         want = {"broken": "failed"}
         wait_until(
             lambda: all(s["state"] == want.get(n, "healthy") for n, s in launcher.services().items()),
@@ -52,6 +66,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
 def open_dashboard(page: Any, launcher: Launcher) -> None:
     page.goto(launcher.url + "/")
     page.wait_for_selector(".card")
+    # The event stream connects after the first refresh: a change before that would be missed.
+    page.wait_for_selector('#conn[data-conn="live"]')
     page.evaluate(RECORD_STATES)
 
 
@@ -140,9 +156,24 @@ def test_router_panel_lists_models_charts_and_screenshot(page: Any, fleet: Launc
         )
     card(page, "ticker").locator('[data-action="logs"]').click()
     page.wait_for_function("() => document.querySelectorAll('#log-lines span').length >= 5")
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.evaluate("() => window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    # For the picture: the backend holds 4 GiB of GPU 0, a foreign process 2 GiB of GPU 1. The
+    # inventory is emptied again afterwards, so a later backend restart has nothing to wait for.
+    inventory = fleet.log.parent / "gpus.json"  # beside up.log: the fixture's tmp dir
+    backend = sitter_name(fleet)
+    mock = backend_pid(fleet.services()[backend]["pid"])
+    try:
+        write_inventory(inventory, [gpu(0, [(mock, 4 * GIB)]), gpu(1, [(os.getpid(), 2 * GIB)])])
+        page.locator(f'#gpus .holder[data-service="{backend}"]').wait_for()
+        page.locator("#gpus .holder.foreign").wait_for()
+        page.wait_for_function(
+            "n => document.querySelector(`.card[data-service='${n}'] .gpus`)?.textContent.includes('GiB')",
+            arg=backend,
+        )
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    finally:
+        write_inventory(inventory, [gpu(0), gpu(1)])
     assert SCREENSHOT.stat().st_size > 10_000
 
 

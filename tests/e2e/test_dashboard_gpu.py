@@ -6,39 +6,17 @@ The GPUs come from a ``CORRAL_GPU_INVENTORY`` file (docs/gpu.md), rewritten atom
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from dash_support import Launcher, start_launcher
+from dash_support import GIB, Launcher, backend_pid, gpu, start_launcher, write_inventory
 
 from support import CorralProcs, free_port, wait_until
 
 pytestmark = pytest.mark.browser
-
-GIB = 1 << 30
-
-
-def gpu(index: int, holders: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-    """One GPU of 80 GiB; ``holders``: (pid, bytes) compute processes."""
-    return {
-        "index": index,
-        "name": f"Test GPU {index}",
-        "memory_total": 80 * GIB,
-        "utilization_percent": 10 + index,
-        "processes": [{"pid": pid, "used_memory": n} for pid, n in holders or []],
-    }
-
-
-def write_inventory(path: Path, gpus: list[dict[str, Any]]) -> None:
-    """Atomically: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"gpus": gpus}))
-    os.replace(tmp, path)
 
 
 def config() -> str:
@@ -89,12 +67,6 @@ def gpu_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Launch
         procs.close()
 
 
-def backend_pid(sitter_pid: int) -> int:
-    """The mock the sitter runs: its child."""
-    kids = wait_until(lambda: psutil.Process(sitter_pid).children(), 30, what="the sitter's backend")
-    return int(kids[0].pid)
-
-
 def test_gpu_line_panel_holders_and_refusal(page: Any, gpu_fleet: tuple[Launcher, Path]) -> None:
     launcher, inventory = gpu_fleet
     services = launcher.services()
@@ -109,7 +81,7 @@ def test_gpu_line_panel_holders_and_refusal(page: Any, gpu_fleet: tuple[Launcher
     page.goto(launcher.url + "/")
     line = page.locator('.card[data-service="gpu-0"] .gpus')
     page.wait_for_function(
-        """() => document.querySelector('.card[data-service="gpu-0"] .gpus').textContent.includes("GiB")"""
+        """() => document.querySelector('.card[data-service="gpu-0"] .gpus')?.textContent.includes("GiB")"""
     )
     text = line.inner_text()
     assert "GPU 0 · 4.0 GiB" in text and "CUDA_VISIBLE_DEVICES=0" in text, text

@@ -102,8 +102,15 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     att_memo: Memo[Any] = Memo(_attribution, ttl_s=1.0)
     gpus_memo: Memo[dict[str, Any]] = Memo(_gpus_doc, ttl_s=1.0)
 
+    def gpu_key() -> object:
+        # The inventory read is cheap (a stat of the file, or NVML); the process-table pass is not.
+        from corral.gpu import read_inventory
+        from corral.launcher.gpus import service_roots
+
+        return (read_inventory(), service_roots(orch))
+
     async def gpu_att() -> Any:
-        return await asyncio.to_thread(att_memo.get)
+        return await asyncio.to_thread(lambda: att_memo.get(gpu_key()))
 
     @app.get("/api/health", tags=["launcher"])
     async def health() -> dict[str, Any]:
@@ -192,7 +199,7 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     async def gpus() -> dict[str, Any]:
         """Per GPU: total/used/free memory, utilisation and every holder (service or foreign PID);
         ``placed``: process -> the GPUs it was given."""
-        return await asyncio.to_thread(gpus_memo.get)
+        return await asyncio.to_thread(lambda: gpus_memo.get(gpu_key()))
 
     @api.post("/shutdown", tags=["launcher"])
     async def shutdown_route() -> dict[str, Any]:

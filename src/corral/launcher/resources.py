@@ -135,18 +135,21 @@ def status_of(sup: Supervisor, sample: Sample | None) -> dict[str, Any]:
 
 
 class Memo(Generic[T]):
-    """The last value of ``compute`` for ``ttl_s`` (GPU attribution: an inventory read and a
-    process-table pass), shared by concurrent callers."""
+    """The last value of ``compute`` for ``ttl_s`` while its ``key`` is unchanged (GPU
+    attribution: keyed by the inventory just read, so a changed inventory is seen at once, and by
+    the services' PIDs), shared by concurrent callers."""
 
     def __init__(self, compute: Callable[[], T], ttl_s: float = 1.0) -> None:
         self._compute = compute
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._value: tuple[float, T] | None = None
+        self._value: tuple[float, object, T] | None = None
 
-    def get(self) -> T:
-        """The fresh value, computing it when the last one is older than ``ttl_s`` (blocking)."""
+    def get(self, key: object = None) -> T:
+        """The value for ``key``, computed again when the last one is older than ``ttl_s`` or was
+        computed for another key (blocking)."""
         with self._lock:
-            if self._value is None or time.monotonic() - self._value[0] >= self.ttl_s:
-                self._value = (time.monotonic(), self._compute())
-            return self._value[1]
+            v = self._value
+            if v is None or v[1] != key or time.monotonic() - v[0] >= self.ttl_s:
+                v = self._value = (time.monotonic(), key, self._compute())
+            return v[2]

@@ -18,6 +18,7 @@ import collections
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
@@ -130,6 +131,7 @@ class Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.queue: collections.deque[Request] = collections.deque()
         self.started = False  # whether the current request's response head went out
+        self.idle_since = time.monotonic()  # 0.0 while a request is being read or handled
         self._keep_alive = True
         self._chunked = True
         self.on_resume: Callable[[], None] | None = None  # called once when writing may go on
@@ -179,6 +181,7 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.idle_since = 0.0
         self._url = b""
         self._headers = {}
         self._body = []
@@ -266,6 +269,8 @@ class Connection(asyncio.Protocol):
             return
         if self.queue and self.task is None:
             self._run(self.queue.popleft())
+        elif self.task is None:
+            self.idle_since = time.monotonic()
 
     def _fail(self, status: int, message: str, code: str | None = None) -> None:
         if self.transport is not None and not self.closed:
@@ -346,12 +351,16 @@ class Connection(asyncio.Protocol):
 class Server:
     """Listens and serves ``dispatch``'s handlers; ``close`` stops it and every connection."""
 
-    def __init__(self, dispatch: Dispatch, max_body: int, new_id: Callable[[], str]) -> None:
+    def __init__(
+        self, dispatch: Dispatch, max_body: int, new_id: Callable[[], str], keepalive_s: float = 75.0
+    ) -> None:
         self.dispatch = dispatch
         self.max_body = max_body
         self.new_id = new_id  # request ids for answers the server gives itself (404, 413, 400)
+        self.keepalive_s = keepalive_s
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Bind and listen."""
@@ -359,12 +368,22 @@ class Server:
         self._server = await loop.create_server(
             lambda: Connection(self), host, port, backlog=2048, reuse_address=True
         )
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close keep-alive connections idle for longer than ``keepalive_s`` (one timer for all)."""
+        while True:
+            await asyncio.sleep(self.keepalive_s / 5)
+            cutoff = time.monotonic() - self.keepalive_s
+            for conn in list(self.connections):
+                if 0.0 < conn.idle_since < cutoff and conn.transport is not None:
+                    conn.transport.close()
 
     async def close(self) -> None:
         """Stop listening, close connections and wait for their handlers."""
         if self._server is not None:
             self._server.close()
-        tasks = []
+        tasks = [self._sweeper] if self._sweeper is not None else []
         for conn in list(self.connections):
             if conn.task is not None:
                 tasks.append(conn.task)

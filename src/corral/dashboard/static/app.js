@@ -447,7 +447,10 @@
     gpus.key = key;
     const panel = $("#gpus");
     panel.hidden = !list.length;
-    setText($("#gpu-source"), list.length && body.source ? "(" + body.source + ")" : "");
+    // "nvml", or "file:/path" for an inventory file: the kind is shown, the path on hover.
+    const src = (list.length && body.source) || "";
+    setText($("#gpu-source"), src ? "(" + (src.startsWith("file") ? "inventory file" : src) + ")" : "");
+    $("#gpu-source").title = src;
     const frag = document.createDocumentFragment();
     for (const g of list) frag.append(gpuBox(g, placed));
     $("#gpu-list").replaceChildren(frag);
