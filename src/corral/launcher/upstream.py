@@ -22,22 +22,16 @@ async def _get_json(session: aiohttp.ClientSession, url: str, token: str | None)
 async def router_view(plan: Plan) -> dict[str, Any]:
     """``{"source": "router", "workers": ...}`` from the router's ``/workers``, else
     ``{"source": "registry", "instances": ...}`` from the registry, else an ``error``."""
-    router = plan.get("router")
-    registry = plan.get("registry")
     errors = []
+    sources = (("router", "/workers", "workers"), ("registry", "/v1/instances", "instances"))
     async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-        if router is not None and router.url:
-            token = router.token
+        for source, path, key in sources:
+            proc = plan.get(source)
+            if proc is None or not proc.url:
+                continue
             try:
-                workers = await _get_json(session, f"{router.url}/workers", token)
-                return {"source": "router", "url": router.url, "workers": workers}
+                doc = await _get_json(session, f"{proc.url}{path}", proc.token)
+                return {"source": source, "url": proc.url, key: doc}
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                errors.append(f"router: {exc or type(exc).__name__}")
-        if registry is not None and registry.url:
-            token = registry.token
-            try:
-                doc = await _get_json(session, f"{registry.url}/v1/instances", token)
-                return {"source": "registry", "url": registry.url, "instances": doc}
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                errors.append(f"registry: {exc or type(exc).__name__}")
+                errors.append(f"{source}: {exc or type(exc).__name__}")
     return {"source": None, "error": "; ".join(errors) or "no router or registry in this config"}

@@ -1,32 +1,29 @@
-"""A minimal HTTP/1.1 server protocol on httptools: the mock's whole network layer.
+"""The mock's HTTP/1.1 server protocol: :mod:`corral.httpserver`'s connection, the mock's answers.
 
 Why not aiohttp's server: the mock must cost less per request than the router it is used to
 measure (<= 90 us). A bare aiohttp low-level handler returning a fixed body cost 55 us CPU per
 request in bench/mock_throughput.py's set-up; this protocol, doing all of the mock's work,
 43 us, because simple requests are answered synchronously from the parser callback, without
-a task per request (docs/mock.md). It speaks what OpenAI clients need: keep-alive,
-pipelining (answered in order), ``Expect: 100-continue``, chunked request and response bodies.
+a task per request (docs/mock.md). The connection itself (keep-alive, pipelining answered in
+order, body limit, back-pressure, chunked framing) is shared with the router in
+``corral.httpserver``; here are what the mock reads of a request (only ``X-Request-ID`` and
+``Expect``: no header dict) and how it writes its answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import socket
 from collections.abc import Callable, Coroutine
-from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-import httptools
+from corral.httpserver import CONTINUE, STATUS_LINES, HttpConnection
 
 log = logging.getLogger("corral.mock")
 
 MAX_BODY = 64 * 1024 * 1024
 JSON = b"application/json"
-_STATUS_LINES = {
-    s.value: b"HTTP/1.1 %d %s\r\nserver: corral-mock\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
-}
+_STATUS_LINES = {s: line + b"server: corral-mock\r\n" for s, line in STATUS_LINES.items()}
 _CLOSE = b"connection: close\r\n"
 _BAD_REQUEST = (
     b'{"error":{"message":"malformed HTTP request","type":"invalid_request_error","param":null,"code":null}}'
@@ -68,101 +65,38 @@ class App(Protocol):
     def internal_error(self, conn: Connection, req: Request) -> None: ...
 
 
-class Connection(asyncio.Protocol):
+class Connection(HttpConnection[Request]):
     """One client connection. Handlers write through ``respond`` or the ``stream_*`` methods."""
 
     def __init__(self, app: App, connections: set[Connection]) -> None:
+        super().__init__(connections, MAX_BODY)
         self.app = app
-        self.connections = connections
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.parser = httptools.HttpRequestParser(self)
-        self.task: asyncio.Task[None] | None = None
-        self.queue: collections.deque[Request] = collections.deque()
-        self._drain: asyncio.Future[None] | None = None
-        self._paused = False
-        self._url = b""
         self._rid: bytes | None = None
-        self._body: list[bytes] = []
-        self._size = 0
         self._rid_header = b""
-        self._chunked = True
-        self._keep_alive = True
-
-    # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Nagle + delayed ACK adds ~40 ms to every small streamed write: never here.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.connections.discard(self)
-        if self.task is not None:
-            self.task.cancel()  # the handler counts it as aborted
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("client went away"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, _BAD_REQUEST)
-        except httptools.HttpParserError:
-            self._fail(400, _BAD_REQUEST)
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._url = b""
+        super().on_message_begin()
         self._rid = None
-        self._body = []
-        self._size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 12 and name.lower() == b"x-request-id":
             self._rid = value
         elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.transport.write(CONTINUE)
 
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size <= MAX_BODY:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._size > MAX_BODY:
-            self._fail(413, _TOO_LARGE)
-            return
-        url = self._url
-        path, _, query = url.partition(b"?")
-        req = Request(
+    def _request(self, body: bytes) -> Request:
+        path, _, query = self._url.partition(b"?")
+        return Request(
             self.parser.get_method().decode("ascii", "replace"),
             path.decode("utf-8", "replace"),
             query.decode("utf-8", "replace"),
-            b"".join(self._body),
+            body,
             self._rid,
             self.parser.should_keep_alive(),
             self.parser.get_http_version() == "1.0",
         )
-        if self.task is not None or self.queue:
-            self.queue.append(req)  # pipelined: answered in order after the running one
-        else:
-            self._run(req)
 
     # -- dispatch --------------------------------------------------------------------------
     def _run(self, req: Request) -> None:
@@ -190,16 +124,9 @@ class Connection(asyncio.Protocol):
             return
         self._finished()
 
-    def _finished(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        if not self._keep_alive:
-            self.transport.close()
-            return
-        if self.queue and self.task is None:
-            self._run(self.queue.popleft())
-
-    def _fail(self, status: int, body: bytes) -> None:
+    def _fail(self, status: int, message: str, code: str | None = None) -> None:
+        # The mock keeps its fixed answers: any parse error (upgrades too) is "malformed".
+        body = _TOO_LARGE if status == 413 else _BAD_REQUEST
         if self.transport is not None and not self.closed:
             self.transport.write(
                 _STATUS_LINES[status]
@@ -258,17 +185,6 @@ class Connection(asyncio.Protocol):
             self.transport.write((self._frame(last) if last else b"") + b"0\r\n\r\n")
         elif last:
             self.transport.write(last)
-
-    async def drain(self) -> None:
-        """Wait while the client reads slower than we write; raises if it went away."""
-        if self.closed:
-            raise ConnectionResetError("client went away")
-        if self._paused:
-            self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
-
-    def _frame(self, data: bytes) -> bytes:
-        return b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data
 
 
 def connection_factory(app: App, connections: set[Connection]) -> Callable[[], Connection]:

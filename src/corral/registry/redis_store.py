@@ -33,7 +33,14 @@ from corral.errors import ConfigError
 from corral.registry import redis_scripts as lua
 from corral.registry.events import DEFAULT_HISTORY, EventLog
 from corral.registry.models import HeartbeatIn, InstanceIn
-from corral.registry.store import CONTENT_KEYS, StoreUnavailable, default_id
+from corral.registry.store import (
+    StoreUnavailable,
+    apply_change,
+    content_changed,
+    default_id,
+    lease_reply,
+    new_instance,
+)
 from corral.registry.watch import stream
 
 log = logging.getLogger("corral.registry")
@@ -140,30 +147,10 @@ class RedisStore:
         for _ in range(_CAS_TRIES):
             raw = await self._guard(self._r.get(self._lease_prefix + iid))
             old = json.loads(raw) if raw else None
-            now = time.time()
-            inst = {
-                "id": iid,
-                "service": spec.service,
-                "kind": spec.kind,
-                "url": spec.url,
-                "models": list(spec.models),
-                "state": spec.state,
-                "metadata": dict(spec.metadata),
-                "registered_at": old["registered_at"] if old else now,
-                "last_heartbeat": now,
-                "lease_ttl_s": spec.lease_ttl_s,
-                "expires_at": now + spec.lease_ttl_s,
-            }
-            changed = old is None or any(old.get(k) != inst[k] for k in CONTENT_KEYS)
-            rev = await self._write(iid, raw, inst, _px(spec.lease_ttl_s), changed)
+            inst = new_instance(iid, spec, old, time.time())
+            rev = await self._write(iid, raw, inst, _px(spec.lease_ttl_s), content_changed(old, inst))
             if rev >= 0:
-                return {
-                    "id": iid,
-                    "lease_ttl_s": inst["lease_ttl_s"],
-                    "expires_at": inst["expires_at"],
-                    "revision": rev,
-                    "instance": inst,
-                }
+                return lease_reply(inst, rev)
         raise StoreUnavailable(f"instance {iid!r} is being changed too fast to register")
 
     async def heartbeat(self, instance_id: str, change: HeartbeatIn | None) -> dict[str, Any] | None:
@@ -245,7 +232,7 @@ class RedisStore:
             if raw is None:
                 return None
             inst = json.loads(raw)
-            changed = _apply(inst, change, merge)
+            changed = apply_change(inst, change, merge)
             if renew:
                 now = time.time()
                 inst["last_heartbeat"], inst["expires_at"] = now, now + inst["lease_ttl_s"]
@@ -371,22 +358,6 @@ def _with_times(inst: dict[str, Any], pttl_ms: int, now: float) -> dict[str, Any
         inst["expires_at"] = now + pttl_ms / 1000
         inst["last_heartbeat"] = inst["expires_at"] - inst["lease_ttl_s"]
     return inst
-
-
-def _apply(inst: dict[str, Any], change: HeartbeatIn, merge: bool) -> bool:
-    """Apply ``change`` to ``inst`` in place (the memory store's rules); whether content changed."""
-    new: dict[str, Any] = {}
-    if change.state is not None and change.state != inst["state"]:
-        new["state"] = change.state
-    if change.models is not None and change.models != inst["models"]:
-        new["models"] = list(change.models)
-    if change.metadata is not None:
-        meta = {**inst["metadata"], **change.metadata} if merge else dict(change.metadata)
-        meta = {k: v for k, v in meta.items() if v is not None}
-        if meta != inst["metadata"]:
-            new["metadata"] = meta
-    inst.update(new)
-    return bool(new)
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:

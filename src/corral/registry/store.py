@@ -72,6 +72,56 @@ def default_id(spec: InstanceIn) -> str:
     return f"{slug}-{digest}"
 
 
+def new_instance(iid: str, spec: InstanceIn, old: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The instance document a registration makes (keeping ``old``'s registration time)."""
+    return {
+        "id": iid,
+        "service": spec.service,
+        "kind": spec.kind,
+        "url": spec.url,
+        "models": list(spec.models),
+        "state": spec.state,
+        "metadata": dict(spec.metadata),
+        "registered_at": old["registered_at"] if old else now,
+        "last_heartbeat": now,
+        "lease_ttl_s": spec.lease_ttl_s,
+        "expires_at": now + spec.lease_ttl_s,
+    }
+
+
+def content_changed(old: dict[str, Any] | None, inst: dict[str, Any]) -> bool:
+    """Whether a registration changed more than the lease (then it is an event)."""
+    return old is None or any(old.get(k) != inst[k] for k in CONTENT_KEYS)
+
+
+def lease_reply(inst: dict[str, Any], revision: int) -> dict[str, Any]:
+    """What ``register`` answers."""
+    return {
+        "id": inst["id"],
+        "lease_ttl_s": inst["lease_ttl_s"],
+        "expires_at": inst["expires_at"],
+        "revision": revision,
+        "instance": inst,
+    }
+
+
+def apply_change(inst: dict[str, Any], change: HeartbeatIn, merge: bool) -> bool:
+    """Apply ``change`` to ``inst`` in place (metadata merged when ``merge``, a null value deletes
+    a key); whether its content changed."""
+    new: dict[str, Any] = {}
+    if change.state is not None and change.state != inst["state"]:
+        new["state"] = change.state
+    if change.models is not None and change.models != inst["models"]:
+        new["models"] = list(change.models)
+    if change.metadata is not None:
+        meta = {**inst["metadata"], **change.metadata} if merge else dict(change.metadata)
+        meta = {k: v for k, v in meta.items() if v is not None}
+        if meta != inst["metadata"]:
+            new["metadata"] = meta  # replaced, never mutated: snapshots copy shallowly
+    inst.update(new)
+    return bool(new)
+
+
 class MemoryStore:
     """Instances in a dict, changes in an :class:`EventLog`, optional snapshot file."""
 
@@ -122,28 +172,15 @@ class MemoryStore:
     async def register(self, spec: InstanceIn) -> dict[str, Any]:
         """Add or replace an instance; the same id and content only renews the lease."""
         iid = spec.id or default_id(spec)
-        now = time.time()
         old = self._instances.get(iid)
-        inst = {
-            "id": iid,
-            "service": spec.service,
-            "kind": spec.kind,
-            "url": spec.url,
-            "models": list(spec.models),
-            "state": spec.state,
-            "metadata": dict(spec.metadata),
-            "registered_at": old["registered_at"] if old else now,
-            "last_heartbeat": now,
-            "lease_ttl_s": spec.lease_ttl_s,
-            "expires_at": now + spec.lease_ttl_s,
-        }
+        inst = new_instance(iid, spec, old, time.time())
         self._instances[iid] = inst
         self._set_deadline(iid, spec.lease_ttl_s)
-        if old is None or any(old[k] != inst[k] for k in CONTENT_KEYS):
+        if content_changed(old, inst):
             self._changed("put", inst)
         else:
             self._lease_moved()
-        return self._lease(inst)
+        return lease_reply(inst, self.revision)
 
     async def heartbeat(self, instance_id: str, change: HeartbeatIn | None) -> dict[str, Any] | None:
         """Renew the lease (and apply ``change``); None when the id is unknown."""
@@ -191,19 +228,8 @@ class MemoryStore:
     # -- internals ---------------------------------------------------------------------------
 
     def _apply(self, inst: dict[str, Any], change: HeartbeatIn, merge: bool) -> bool:
-        new: dict[str, Any] = {}
-        if change.state is not None and change.state != inst["state"]:
-            new["state"] = change.state
-        if change.models is not None and change.models != inst["models"]:
-            new["models"] = list(change.models)
-        if change.metadata is not None:
-            meta = {**inst["metadata"], **change.metadata} if merge else dict(change.metadata)
-            meta = {k: v for k, v in meta.items() if v is not None}
-            if meta != inst["metadata"]:
-                new["metadata"] = meta  # replaced, never mutated: snapshots copy shallowly
-        if not new:
+        if not apply_change(inst, change, merge):
             return False
-        inst.update(new)
         self._changed("put", inst)
         return True
 
@@ -222,15 +248,6 @@ class MemoryStore:
         self._deadline.pop(instance_id, None)
         log.info("instance %s (%s %s) removed: %s", instance_id, inst["service"], inst["url"], reason)
         return self._changed("delete", inst)
-
-    def _lease(self, inst: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": inst["id"],
-            "lease_ttl_s": inst["lease_ttl_s"],
-            "expires_at": inst["expires_at"],
-            "revision": self.revision,
-            "instance": inst,
-        }
 
     def _set_deadline(self, instance_id: str, ttl: float) -> None:
         deadline = time.monotonic() + ttl

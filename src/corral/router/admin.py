@@ -57,6 +57,16 @@ class Admin:
             return None
         return url.rstrip("/")
 
+    async def _target(self, request: Request) -> tuple[str, str | Reply]:
+        """The request id and the worker URL asked for, or the error to answer."""
+        rid = self._rid(request)
+        if (denied := self._denied(request, rid)) is not None:
+            return rid, denied
+        url = await self._url(request)
+        if url is None:
+            return rid, error(400, _URL_HELP, rid, "invalid_url")
+        return rid, url
+
     async def list_workers(self, request: Request, conn: Connection) -> Reply:
         """Every instance with its health, circuit and load."""
         rid = self._rid(request)
@@ -67,24 +77,18 @@ class Admin:
 
     async def add_worker(self, request: Request, conn: Connection) -> Reply:
         """Add a static worker by URL (``?url=`` or JSON ``{"url": ...}``)."""
-        rid = self._rid(request)
-        if (denied := self._denied(request, rid)) is not None:
-            return denied
-        url = await self._url(request)
-        if url is None:
-            return error(400, 'give the worker as ?url=http://host:port or {"url": ...}', rid, "invalid_url")
+        rid, url = await self._target(request)
+        if isinstance(url, Reply):
+            return url
         limit = request.query.get("max_concurrency", "0")
         inst = self.discovery.add_static(url, int(limit) if limit.isdigit() else 0)
         return json_response({"status": "ok", "worker": inst.as_dict()}, rid)
 
     async def remove_worker(self, request: Request, conn: Connection) -> Reply:
         """Remove a static worker by URL."""
-        rid = self._rid(request)
-        if (denied := self._denied(request, rid)) is not None:
-            return denied
-        url = await self._url(request)
-        if url is None:
-            return error(400, 'give the worker as ?url=http://host:port or {"url": ...}', rid, "invalid_url")
+        rid, url = await self._target(request)
+        if isinstance(url, Reply):
+            return url
         if not self.discovery.remove_static(url):
             return error(404, f"no static worker {url}", rid, "worker_not_found")
         return json_response({"status": "ok", "url": url}, rid)

@@ -1,4 +1,4 @@
-"""The router's HTTP/1.1 front: an asyncio protocol on httptools (the mock's design, router's needs).
+"""The router's HTTP/1.1 front: :mod:`corral.httpserver`'s connection, the router's handlers.
 
 Why not aiohttp's server: with the upstream side already on a bare protocol, aiohttp's request
 and response machinery (``BaseRequest``, ``StreamResponse.prepare``, the payload writer, its
@@ -8,41 +8,29 @@ collect the headers and body, one task runs the handler, and every response is o
 
 Semantics kept from aiohttp's server as the router used it: keep-alive, requests on one
 connection answered in order, ``Expect: 100-continue``, a body limit answered with 413 (as
-OpenAI JSON), ``TCP_NODELAY``, and a client that disconnects cancels its handler.
+OpenAI JSON), ``TCP_NODELAY``, and a client that disconnects cancels its handler. The
+connection mechanics are shared with the mock (``corral.httpserver``); the router adds a header
+dict, a task per request, OpenAI-JSON errors and the keep-alive idle sweep (:class:`Server`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl
 
-import httptools
-
 from corral.errors import error_body
+from corral.httpserver import CONTINUE, STATUS_LINES, HttpConnection, status_line
 
 log = logging.getLogger("corral.router")
 
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_REASONS[499] = b"Client Closed Request"
 _CLOSE = b"Connection: close\r\n"
 _CHUNKED = b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
 _UNCHUNKED = b"Cache-Control: no-cache\r\n" + _CLOSE  # HTTP/1.0: the body ends with the connection
-
-
-def status_line(status: int) -> bytes:
-    """``HTTP/1.1 <status> <reason>\\r\\n``."""
-    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-
-
-_STATUS = {s: status_line(s) for s in _REASONS}
 
 
 class Request:
@@ -120,104 +108,32 @@ def _enc(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
-class Connection(asyncio.Protocol):
+class Connection(HttpConnection[Request]):
     """One client connection: parses requests, runs one handler task at a time, writes replies."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__(server.connections, server.max_body)
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.closed = False
-        self.task: asyncio.Task[None] | None = None
-        self.queue: collections.deque[Request] = collections.deque()
         self.started = False  # whether the current request's response head went out
-        self.idle_since = time.monotonic()  # 0.0 while a request is being read or handled
-        self._keep_alive = True
-        self._chunked = True
-        self.on_resume: Callable[[], None] | None = None  # called once when writing may go on
-        self._paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._url = b""
         self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
-        self._too_large = False
-
-    # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Nagle + the client's delayed ACK stalls small streamed writes by ~40 ms: never here.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.server.connections.discard(self)
-        if self.task is not None:
-            self.task.cancel()  # the client left: its handler closes the upstream request
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("client went away"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "upgrades are not supported")
-        except httptools.HttpParserError:
-            self._fail(400, "malformed HTTP request")
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self.on_resume is not None:
-            cb, self.on_resume = self.on_resume, None
-            cb()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.idle_since = 0.0
-        self._url = b""
+        super().on_message_begin()
         self._headers = {}
-        self._body = []
-        self._size = 0
-        self._too_large = False
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.server.max_body:
+        if length.isdigit() and int(length) > self.max_body:
             self._too_large = True  # read and drop the body, then answer 413
         elif self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.transport.write(CONTINUE)
 
-    def on_body(self, body: bytes) -> None:
-        if self._too_large:
-            return
-        self._size += len(body)
-        if self._size > self.server.max_body:
-            self._too_large = True
-            self._body = []
-        else:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._too_large:
-            limit = self.server.max_body
-            self._fail(413, f"request body larger than {limit} bytes", "request_too_large")
-            return
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        req = Request(
+    def _request(self, body: bytes) -> Request:
+        return Request(
             self.parser.get_method().decode("ascii", "replace"),
             self._url.decode("utf-8", "surrogateescape"),
             self._headers,
@@ -225,10 +141,6 @@ class Connection(asyncio.Protocol):
             self.parser.should_keep_alive(),
             self.parser.get_http_version() == "1.0",
         )
-        if self.task is not None or self.queue:
-            self.queue.append(req)  # pipelined: answered in order after the running one
-        else:
-            self._run(req)
 
     # -- dispatch --------------------------------------------------------------------------
     def _run(self, req: Request) -> None:
@@ -261,17 +173,6 @@ class Connection(asyncio.Protocol):
             self.task = None
         self._finished()
 
-    def _finished(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        if not self._keep_alive:
-            self.transport.close()
-            return
-        if self.queue and self.task is None:
-            self._run(self.queue.popleft())
-        elif self.task is None:
-            self.idle_since = time.monotonic()
-
     def _fail(self, status: int, message: str, code: str | None = None) -> None:
         if self.transport is not None and not self.closed:
             self._keep_alive = False
@@ -287,7 +188,7 @@ class Connection(asyncio.Protocol):
         self.started = True
         body = reply.body
         self.transport.write(
-            (_STATUS.get(reply.status) or status_line(reply.status))
+            (STATUS_LINES.get(reply.status) or status_line(reply.status))
             + b"Content-Type: "
             + reply.content_type
             + b"\r\nContent-Length: %d\r\n" % len(body)
@@ -304,11 +205,11 @@ class Connection(asyncio.Protocol):
         self.started = True
         if self._chunked:
             head = _CHUNKED + (b"" if self._keep_alive else _CLOSE)
-            first = b"%x\r\n%s\r\n" % (len(first), first) if first else b""
+            first = self._frame(first) if first else b""
         else:
             head, self._keep_alive = _UNCHUNKED, False
         self.transport.write(
-            (_STATUS.get(status) or status_line(status))
+            (STATUS_LINES.get(status) or status_line(status))
             + b"Content-Type: "
             + content_type
             + b"\r\n"
@@ -322,7 +223,7 @@ class Connection(asyncio.Protocol):
         """Send one piece of the chunked body (call :meth:`drain` when ``paused``)."""
         if self.closed or self.transport is None:
             raise ConnectionResetError("client went away")
-        self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        self.transport.write(self._frame(data))
 
     def stream_end(self, last: bytes = b"") -> None:
         """Send ``last`` and end the chunked body."""
@@ -332,20 +233,7 @@ class Connection(asyncio.Protocol):
             if last:
                 self.transport.write(last)
             return  # _finished closes the connection, which ends the body
-        self.transport.write((b"%x\r\n%s\r\n" % (len(last), last) if last else b"") + b"0\r\n\r\n")
-
-    @property
-    def paused(self) -> bool:
-        """Whether the client reads slower than we write (then ``await drain()``)."""
-        return self._paused
-
-    async def drain(self) -> None:
-        """Wait until the client caught up; raises ConnectionResetError if it left."""
-        if self.closed:
-            raise ConnectionResetError("client went away")
-        if self._paused:
-            self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
+        self.transport.write((self._frame(last) if last else b"") + b"0\r\n\r\n")
 
 
 class Server:
