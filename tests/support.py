@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,35 @@ def kill_tree(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def kill_pid_files(state_dir: Path) -> None:
+    """SIGKILL every process tree a pid file under a corral state dir names (a test's last resort)."""
+    for pid_file in state_dir.rglob("*.pid"):
+        try:
+            kill_tree(int(json.loads(pid_file.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+_TREE = (
+    "import subprocess, sys, time\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    "print(p.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@contextlib.contextmanager
+def two_level_tree() -> Iterator[tuple[int, int]]:
+    """(child PID, grandchild PID): sleeping processes in a new session the child leads;
+    the whole tree is killed on exit."""
+    child = subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        yield child.pid, grandchild
+    finally:
+        kill_tree(child.pid)  # the grandchild is in the child's process group: killed with it
+        if child.stdout:
+            child.stdout.close()

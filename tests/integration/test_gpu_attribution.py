@@ -20,29 +20,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral.gpu import ENV_VAR, PlacementError, attribute, place, read_inventory
 from corral.gpu.metrics import register_gpu_metrics
-from support import kill_tree
+from support import two_level_tree
 
 GIB = 1 << 30
-TREE = (
-    "import subprocess, sys, time\n"
-    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-    "print(p.pid, flush=True)\n"
-    "time.sleep(120)\n"
-)
 
 
 @pytest.fixture
 def tree() -> Iterator[tuple[int, int]]:
     """(child PID, grandchild PID): a real two-level tree in its own session."""
-    child = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert child.stdout is not None
-        grandchild = int(child.stdout.readline())
-        yield child.pid, grandchild
-    finally:
-        kill_tree(child.pid)
-        if child.stdout:
-            child.stdout.close()
+    with two_level_tree() as pids:
+        yield pids
 
 
 @pytest.fixture

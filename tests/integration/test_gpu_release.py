@@ -15,29 +15,16 @@ import psutil
 import pytest
 
 from corral.gpu import ENV_VAR, Inventory, read_inventory, wait_for_release
-from support import kill_tree
+from support import kill_tree, two_level_tree
 
 GIB = 1 << 30
-TREE = (
-    "import subprocess, sys, time\n"
-    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-    "print(p.pid, flush=True)\n"
-    "time.sleep(120)\n"
-)
 
 
 @pytest.fixture
 def tree() -> Iterator[tuple[int, int]]:
     """(child PID, grandchild PID) in a new session; the child leads the process group."""
-    child = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert child.stdout is not None
-        grandchild = int(child.stdout.readline())
-        yield child.pid, grandchild
-    finally:
-        kill_tree(child.pid)  # the grandchild is in the child's process group: killed with it
-        if child.stdout:
-            child.stdout.close()
+    with two_level_tree() as pids:
+        yield pids
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from support import free_port, kill_tree, wait_until
+from support import free_port, kill_pid_files, kill_tree, wait_until
 
 TOKEN = "launcher-test-token"
 HTTP_SERVER = '["{py}", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]'
@@ -96,11 +96,7 @@ class Stack:
             kill_tree(self.launcher_pid())
         except (OSError, ValueError, KeyError):
             pass
-        for pid_file in self.state.rglob("*.pid"):
-            try:
-                kill_tree(int(json.loads(pid_file.read_text())["pid"]))
-            except (OSError, ValueError, KeyError):
-                pass
+        kill_pid_files(self.state)
 
 
 @pytest.fixture

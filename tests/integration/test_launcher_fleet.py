@@ -16,7 +16,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from support import free_port, kill_tree, wait_until
+from support import free_port, kill_pid_files, kill_tree, wait_until
 
 TOKEN = "fleet-test-token"
 GIB = 1 << 30
@@ -90,11 +90,7 @@ class Fleet:
         return list(r.json()["data"])
 
     def sweep(self) -> None:
-        for pid_file in self.state.rglob("*.pid"):
-            try:
-                kill_tree(int(json.loads(pid_file.read_text())["pid"]))
-            except (OSError, ValueError, KeyError):
-                pass
+        kill_pid_files(self.state)
 
 
 @pytest.fixture

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from proc_helpers import PROCS, PY, Make, supervisors
 
-from corral.proc import Probe, ProcessSpec, RestartPolicy, State, Supervisor
+from corral.proc import Probe, RestartPolicy, State, Supervisor
 from corral.proc.probes import check
-
-PROCS = Path(__file__).parent / "procs"
-PY = sys.executable
-
-Make = Callable[..., Supervisor]
 
 
 @pytest.fixture
 async def sups() -> AsyncIterator[Make]:
-    made: list[Supervisor] = []
-
-    def make(**spec: object) -> Supervisor:
-        sup = Supervisor(ProcessSpec(**spec))  # type: ignore[arg-type]
-        made.append(sup)
-        return sup
-
-    yield make
-    for sup in made:
-        await sup.stop(grace_s=1)
+    """Build Supervisors; every one is stopped (whole tree) at teardown."""
+    async with supervisors() as make:
+        yield make
 
 
 @pytest.fixture

@@ -6,36 +6,23 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from proc_helpers import PROCS, PY, Make, supervisors
 
 from corral.proc import Probe, ProcessSpec, RestartPolicy, State, StateEvent, Supervisor, kill_tree
 from support import wait_until
-
-PROCS = Path(__file__).parent / "procs"
-PY = sys.executable
-
-Make = Callable[..., Supervisor]
 
 
 @pytest.fixture
 async def sups() -> AsyncIterator[Make]:
     """Build Supervisors; every one is stopped (whole tree) at teardown."""
-    made: list[Supervisor] = []
-
-    def make(**spec: object) -> Supervisor:
-        sup = Supervisor(ProcessSpec(**spec))  # type: ignore[arg-type]
-        made.append(sup)
-        return sup
-
-    yield make
-    for sup in made:
-        await sup.stop(grace_s=1)
+    async with supervisors() as make:
+        yield make
 
 
 async def _collect(sup: Supervisor, until: Callable[[StateEvent], bool], timeout: float) -> list[StateEvent]:
