@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 
 from corral.gpu.inventory import GpuInfo, Inventory, gib
+from corral.proc.tree import children_map, process_tree
 
 MAX_COMMAND = 160
 
@@ -94,30 +95,6 @@ class Attribution:
         }
 
 
-def _children_map() -> dict[int, list[int]]:
-    # One pass over the process table serves every service (psutil.children() rescans per call).
-    kids: dict[int, list[int]] = {}
-    for p in psutil.process_iter(["ppid"]):
-        ppid = p.info["ppid"]
-        if ppid is not None:
-            kids.setdefault(ppid, []).append(p.pid)
-    return kids
-
-
-def process_tree(roots: Iterable[int], kids: Mapping[int, list[int]] | None = None) -> set[int]:
-    """``roots`` and every live descendant of them."""
-    kids = _children_map() if kids is None else kids
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        stack.extend(kids.get(pid, ()))
-    return seen
-
-
 def command_of(pid: int) -> str:
     """A process's command line (its title, for engines that set one), shortened; "" when gone."""
     try:
@@ -141,7 +118,7 @@ def attribute(inventory: Inventory, services: Mapping[str, int | Iterable[int]] 
     services = services or {}
     owner: dict[int, str] = {}
     if services and inventory.gpus:
-        kids = _children_map()
+        kids = children_map()
         for name, roots in services.items():
             for pid in process_tree(_roots(roots), kids):
                 owner.setdefault(pid, name)

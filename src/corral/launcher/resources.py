@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psutil
 
+from corral.proc.tree import children_map, process_tree
+
 if TYPE_CHECKING:
     from corral.proc.supervisor import Supervisor
 
@@ -65,7 +67,7 @@ class ResourceSampler:
             hit = self.cached(pids)
             if hit is not None:
                 return hit
-            kids = _children_map()
+            kids = children_map()
             me = os.getpid()
             out: dict[int, Sample] = {}
             for pid in pids:
@@ -86,29 +88,9 @@ class ResourceSampler:
                 cpu = ps.cpu_percent(None)
                 rss = ps.memory_info().rss
             # A process our launcher did not spawn (adopted after a restart) is not our child.
-            return Sample(cpu, rss, _descendants(pid, kids), ps.ppid() != me)
+            return Sample(cpu, rss, len(process_tree([pid], kids)) - 1, ps.ppid() != me)
         self._procs.pop(pid, None)
         return Sample(None, None, None)
-
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in psutil.process_iter(["ppid"]):
-        ppid = p.info["ppid"]
-        if ppid is not None:
-            kids.setdefault(ppid, []).append(p.pid)
-    return kids
-
-
-def _descendants(pid: int, kids: dict[int, list[int]]) -> int:
-    seen: set[int] = set()
-    stack = list(kids.get(pid, ()))
-    while stack:
-        p = stack.pop()
-        if p not in seen:
-            seen.add(p)
-            stack.extend(kids.get(p, ()))
-    return len(seen)
 
 
 def status_of(sup: Supervisor, sample: Sample | None) -> dict[str, Any]:

@@ -11,9 +11,37 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psutil
+
+
+def children_map() -> dict[int, list[int]]:
+    """``{ppid: [child pids]}`` for the whole process table, in one pass.
+
+    Callers that look at many trees at once (GPU attribution, the launcher's resource sample)
+    share one map: ``psutil.Process.children()`` rescans the table on every call.
+    """
+    kids: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        ppid = p.info["ppid"]
+        if ppid is not None:
+            kids.setdefault(ppid, []).append(p.pid)
+    return kids
+
+
+def process_tree(roots: Iterable[int], kids: Mapping[int, list[int]] | None = None) -> set[int]:
+    """``roots`` and every live descendant of them."""
+    kids = children_map() if kids is None else kids
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(kids.get(pid, ()))
+    return seen
 
 
 def snapshot(pid: int) -> list[psutil.Process]:
