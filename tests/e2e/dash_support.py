@@ -35,15 +35,18 @@ COLOURS = {
 }
 
 # Records every data-state a card takes, so a fast restarting -> starting -> healthy is not missed.
+# One callback may batch several changes of a card (events parsed from one network read): a
+# record's new value is the old value of that card's next record; only the last one's is current.
 RECORD_STATES = """() => {
   window.__seen = {};
   new MutationObserver((recs) => {
-    for (const r of recs) {
+    recs.forEach((r, i) => {
       const el = r.target;
-      (window.__seen[el.dataset.service] ||= []).push(el.dataset.state);
-    }
+      const next = recs.slice(i + 1).find((o) => o.target === el);
+      (window.__seen[el.dataset.service] ||= []).push(next ? next.oldValue : el.dataset.state);
+    });
   }).observe(document.getElementById("services"),
-             {attributes: true, attributeFilter: ["data-state"], subtree: true});
+             {attributes: true, attributeFilter: ["data-state"], attributeOldValue: true, subtree: true});
 }"""
 
 

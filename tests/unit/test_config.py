@@ -295,3 +295,21 @@ def test_example_configs_are_valid() -> None:
     for name in ("corral.toml", "services.json", "vllm.toml", "sglang.toml"):
         if (root / name).exists():
             load_plan(str(root / name), gpus=[0, 1, 2, 3, 4, 5, 6, 7])
+
+
+def test_settle_s_defaults_to_one_second_and_reaches_the_process_spec(tmp_path: Path) -> None:
+    from corral.launcher.orchestrator import process_spec
+    from corral.launcher.state import StateDir
+
+    p = write(
+        tmp_path,
+        BASE
+        + '[[service]]\nname = "a"\ncommand = ["x"]\n'
+        + '[[service]]\nname = "b"\ncommand = ["y"]\nsettle_s = 0\n',
+    )
+    plan = load_plan(p)
+    assert [plan.get(n).settle_s for n in ("a", "b")] == [1.0, 0.0]  # type: ignore[union-attr]
+    spec = process_spec(plan.get("a"), StateDir(tmp_path / "state"))  # type: ignore[arg-type]
+    assert spec.settle_s == 1.0 and spec.readiness is None
+    bad = write(tmp_path, BASE + '[[service]]\nname = "a"\ncommand = ["x"]\nsettle_s = -1\n', "bad.toml")
+    assert "service[0].settle_s" in error_of(bad)

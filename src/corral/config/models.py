@@ -179,6 +179,7 @@ class ServiceConfig(_Entry):
     openai: bool = False
     restart: RestartConfig = RestartConfig()
     start_timeout_s: float = Field(default=600, gt=0)
+    settle_s: float = Field(default=1.0, ge=0)  # without health: healthy once up this long
 
     @field_validator("command", mode="before")
     @classmethod

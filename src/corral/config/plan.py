@@ -67,6 +67,7 @@ class ProcessPlan(BaseModel):
     restart: RestartConfig = RestartConfig()
     stop_grace_s: float = 10
     start_timeout_s: float = 600
+    settle_s: float = 1.0  # without readiness: healthy once up this long (0: at spawn)
     files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text
     token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
     gpu_error: str | None = None  # placement refused this replica: it fails with this reason
@@ -423,6 +424,7 @@ class _Builder:
             restart=s.restart,
             stop_grace_s=s.stop_grace_s,
             start_timeout_s=s.start_timeout_s,
+            settle_s=s.settle_s,
         )
 
     def _fill_health(

@@ -182,16 +182,17 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
         ``{"name", "state", "previous", "at", "pid", "reason", "restarts", "exit_code"}``;
         ``replay=true`` first sends the changes seen so far (the last 1000)."""
 
+        # Subscribed before the response starts: a client that sees the headers misses no event.
+        sub = orch.feed.subscribe(replay)
+
         async def gen() -> AsyncIterator[bytes]:
-            sub = orch.feed.subscribe(replay)
-            yield b": connected\n\n"
-            while True:
-                try:
-                    ev = await asyncio.wait_for(anext(sub), _KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield _sse(ev, "state")
+            try:
+                yield b": connected\n\n"
+                while True:
+                    ev = await sub.get(_KEEPALIVE_S)
+                    yield b": keep-alive\n\n" if ev is None else _sse(ev, "state")
+            finally:
+                sub.close()
 
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

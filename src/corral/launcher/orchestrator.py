@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from corral.config import Plan, ProcessPlan
@@ -45,6 +45,7 @@ def process_spec(p: ProcessPlan, state: StateDir) -> ProcessSpec:
         readiness=Probe(**p.readiness.model_dump()) if p.readiness else None,
         liveness=Probe(**p.liveness.model_dump()) if p.liveness else None,
         start_timeout_s=p.start_timeout_s,
+        settle_s=p.settle_s,
         restart=RestartPolicy(**p.restart.model_dump()),
         stop_grace_s=p.stop_grace_s,
     )
@@ -80,16 +81,34 @@ class EventFeed:
                     q.get_nowait()  # a slow reader loses its oldest event
             q.put_nowait(event)
 
-    async def subscribe(self, replay: bool = False) -> AsyncIterator[dict[str, Any]]:
+    def subscribe(self, replay: bool = False) -> FeedSubscription:
+        """A subscription registered now (not on first read), so no later event is missed;
+        ``replay``: the history first. Close it when done."""
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._maxsize)
         for ev in self.history if replay else ():
             q.put_nowait(ev)
         self._queues.add(q)
+        return FeedSubscription(self, q)
+
+
+class FeedSubscription:
+    """One subscriber's queue on an EventFeed."""
+
+    def __init__(self, feed: EventFeed, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._feed = feed
+        self._queue = queue
+
+    async def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next event, or None after ``timeout`` s without one; the subscription stays open
+        either way (cancelling a queue read loses nothing, unlike cancelling an async generator)."""
         try:
-            while True:
-                yield await q.get()
-        finally:
-            self._queues.discard(q)
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._feed._queues.discard(self._queue)
 
 
 class Orchestrator:

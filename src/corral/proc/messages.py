@@ -35,7 +35,7 @@ class Verdict:
 @dataclass
 class Timer:
     gen: int
-    what: Literal["respawn", "start_timeout"]
+    what: Literal["respawn", "start_timeout", "settle"]
 
 
 @dataclass

@@ -107,6 +107,9 @@ class ProcessSpec(BaseModel):
     readiness: Probe | None = None
     liveness: Probe | None = None
     start_timeout_s: float = Field(default=600, gt=0)
+    # Without a readiness probe: HEALTHY only once the process stayed up this long (0: at spawn);
+    # an exit before that is a failed start.
+    settle_s: float = Field(default=0, ge=0)
     restart: RestartPolicy = RestartPolicy()
     stop_grace_s: float = Field(default=10, ge=0)
 

@@ -192,6 +192,8 @@ class Supervisor:
             self._timers.pop(msg.what, None)
             if msg.what == "respawn" and self._child is None:
                 await self._relaunch()
+            elif msg.what == "settle" and self._child is not None and self.state == State.STARTING:
+                self._become_ready(msg.gen)
             elif msg.what == "start_timeout" and self._child is not None and self.state == State.STARTING:
                 why = f"not ready within start_timeout_s={self.spec.start_timeout_s:g}s"
                 self._note(why)
@@ -297,14 +299,24 @@ class Supervisor:
         self._task(track_tree(child))
         self._set(State.STARTING, "adopted" if child.proc is None else "spawned")
         if spec.readiness is None:
-            self._become_ready(gen)
+            self._settle(gen, child)
             return
         self._task(startup_loop(spec, self._verdict(gen, "startup")))
         self._timers["start_timeout"] = asyncio.get_running_loop().call_later(
             spec.start_timeout_s, self._post, Timer(gen, "start_timeout")
         )
 
+    def _settle(self, gen: int, child: Child) -> None:
+        """Without a readiness probe: HEALTHY once up for ``settle_s``; a timer that races the
+        exit watch (whichever message arrives first wins; the other is then stale)."""
+        left = self.spec.settle_s - (time.monotonic() - child.started_mono)  # adopted: already up
+        if left <= 0:
+            self._become_ready(gen)
+            return
+        self._timers["settle"] = asyncio.get_running_loop().call_later(left, self._post, Timer(gen, "settle"))
+
     def _become_ready(self, gen: int) -> None:
+        self._cancel_timer("settle")
         self._cancel_timer("start_timeout")
         self._health = Health(ready=True, live=True)
         self._set(State.HEALTHY, None)
@@ -340,11 +352,18 @@ class Supervisor:
             await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
         self.last_exit = msg.code
         why = f"exited with {describe_exit(msg.code)}"
+        code, ran = msg.code, uptime
+        if self.state == State.STARTING and self.spec.readiness is None:
+            # Gone before settle_s: a failed start even with status 0 (None: the policy's
+            # "unknown status", which on-failure restarts and never fails).
+            why = f"{why} before settle_s={self.spec.settle_s:g}s (failed start)"
+            code = None if code == 0 else code
+            ran = 0.0  # a failed start never counts as a stable run
         self._note(f"pid {child.pid} {why} after {uptime:.1f}s")
         if self._log is not None:
             await self._log.unfollow()
         pidfile.remove(self.spec.pid_file)
-        self._after_exit(why, msg.code, uptime_s=uptime)
+        self._after_exit(why, code, uptime_s=ran)
 
     def _after_exit(self, why: str, code: int | None, *, uptime_s: float) -> None:
         """Decide what follows an exit (or a kill for failed probes): stop, fail or back off."""
@@ -388,6 +407,7 @@ class Supervisor:
         self._gen += 1
         self.pid = None
         self._cancel_timer("start_timeout")
+        self._cancel_timer("settle")
         for t in list(self._tasks):
             t.cancel()
         self._tasks.clear()

@@ -1,0 +1,179 @@
+"""`corral up -d` catches what used to pass: a probe-less service that dies right after spawn
+(``settle_s``), and a replica whose GPU placement was refused while the rest of the fleet runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from support import free_port, kill_pid_files, kill_tree, wait_until
+
+TOKEN = "checks-test-token"
+GIB = 1 << 30
+NO_REGISTRY = "[registry]\nenabled = false\n[router]\nenabled = false\n"
+
+
+class Stack:
+    """A config on free ports in tmp_path, driven through the CLI and the control API."""
+
+    def __init__(self, tmp_path: Path, body: str, env: dict[str, str] | None = None) -> None:
+        self.dashboard = free_port()
+        self.state = tmp_path / "state"
+        self.file = tmp_path / "corral.toml"
+        self.file.write_text(
+            f'[corral]\nstate_dir = "{self.state}"\n'
+            f'[dashboard]\nport = {self.dashboard}\ntoken = "{TOKEN}"\n'
+            + body.replace("{py}", sys.executable)
+        )
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "corral", *args, "-c", str(self.file)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        r = httpx.get(
+            f"http://127.0.0.1:{self.dashboard}/api/services",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return {s["name"]: s for s in r.json()["services"]}
+
+    def events(self, until: set[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Replay the launcher's state changes until every (name, state) in ``until`` was seen."""
+        seen: list[dict[str, Any]] = []
+        want = set(until)
+        url = f"http://127.0.0.1:{self.dashboard}/api/events?replay=true"
+        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    ev = json.loads(line[6:])
+                    seen.append(ev)
+                    want.discard((ev["name"], ev["state"]))
+                    if not want:
+                        break
+        return seen
+
+    def launcher_pid(self) -> int | None:
+        try:
+            return int(json.loads((self.state / "launcher.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[Stack]]:
+    made: list[Stack] = []
+    yield made
+    for s in made:
+        if s.launcher_pid() is not None or any(s.state.rglob("*.pid")):
+            s.run("down")
+        pid = s.launcher_pid()
+        if pid is not None:
+            kill_tree(pid)
+        kill_pid_files(s.state)
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_probeless_service_dying_after_spawn_fails_up(tmp_path: Path, stacks: list[Stack]) -> None:
+    crash = "import sys, time; print('error: unknown flag --frobnicate', flush=True); "
+    crash += "time.sleep(0.2); sys.exit(2)"
+    body = NO_REGISTRY + (
+        f'[[service]]\nname = "crashy"\ncommand = ["{{py}}", "-c", "{crash}"]\n'
+        'restart = { policy = "on-failure", max_restarts = 1, backoff_initial_s = 0.05 }\n'
+    )
+    s = Stack(tmp_path, body)
+    stacks.append(s)
+    r = s.run("up", "-d", "--timeout", "30")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "crashy failed" in r.stderr and "before settle_s=1s (failed start)" in r.stderr
+    assert "crash loop" in r.stderr
+    assert "last log lines" in r.stderr and "unknown flag --frobnicate" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_probeless_service_is_healthy_only_after_settle_s(tmp_path: Path, stacks: list[Stack]) -> None:
+    body = NO_REGISTRY + (
+        '[[service]]\nname = "calm"\ncommand = ["{py}", "-c", "import time; time.sleep(600)"]\n'
+        "settle_s = 0.6\n"
+        '[[service]]\nname = "after"\ncommand = ["{py}", "-c", "import time; time.sleep(600)"]\n'
+        'settle_s = 0\ndepends_on = ["calm"]\n'
+    )
+    s = Stack(tmp_path, body)
+    stacks.append(s)
+    r = s.run("up", "-d", "--timeout", "30")
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = s.events({("calm", "healthy"), ("after", "healthy")})
+    calm = [(e["state"], e["at"]) for e in events if e["name"] == "calm"]
+    spawned = next(at for state, at in calm if state == "starting")
+    healthy = next(at for state, at in calm if state == "healthy")
+    assert [state for state, _ in calm] == ["starting", "healthy"]
+    assert healthy - spawned >= 0.55
+    after_spawned = next(
+        e["at"]
+        for e in events
+        if e["name"] == "after" and e["state"] == "starting" and e["reason"] == "spawned"
+    )
+    assert after_spawned >= healthy  # depends_on "healthy" waited for the settle time
+
+
+def test_gpu_placement_refusal_fails_one_replica_and_the_rest_runs(
+    tmp_path: Path, stacks: list[Stack]
+) -> None:
+    inventory = tmp_path / "gpus.json"
+    gpu = {"index": 0, "name": "H100", "memory_total": 80 * GIB, "memory_used": 70 * GIB, "processes": []}
+    inventory.write_text(json.dumps({"gpus": [gpu]}))
+    body = NO_REGISTRY + (
+        f'[[backend]]\nname = "big"\npreset = "mock"\nmodels = ["big-model"]\nport = {free_port()}\n'
+        "gpus_per_replica = 1\ngpu_memory_gb = 40\n"
+        f'[[backend]]\nname = "small"\npreset = "mock"\nmodels = ["small-model"]\nport = {free_port()}\n'
+    )
+    s = Stack(tmp_path, body, env={"CORRAL_GPU_INVENTORY": str(inventory)})
+    stacks.append(s)
+    r = s.run("up", "-d", "--timeout", "30")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "big-0 failed" in r.stderr and "GPU 0 (H100): 10.0 GiB free, 40.0 GiB needed" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    # `up -d` stops waiting at the first failure; the other backend keeps starting.
+    wait_until(lambda: s.services()["small-0"]["state"] == "healthy", timeout=30, what="small-0 healthy")
+    status = s.run("status", "--json")
+    assert status.returncode == 1  # something that should run is not healthy
+    svc = {x["name"]: x for x in json.loads(status.stdout)["services"]}
+    assert svc["big-0"]["state"] == "failed" and svc["big-0"]["pid"] is None
+    assert "10.0 GiB free, 40.0 GiB needed" in svc["big-0"]["reason"]
+    assert svc["small-0"]["state"] == "healthy" and svc["small-0"]["pid"]
+
+    root = psutil.Process(svc["small-0"]["pid"])
+    launcher = s.launcher_pid()
+    assert launcher is not None
+    procs = [root, *root.children(recursive=True), psutil.Process(launcher)]
+    down = s.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert alive(procs) == []
+    assert not (s.state / "launcher.json").exists() and not list(s.state.rglob("*.pid"))
