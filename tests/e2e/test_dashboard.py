@@ -30,6 +30,13 @@ from support import CorralProcs, wait_until
 pytestmark = pytest.mark.browser
 
 NONE = "\u2013"  # the dash the page shows for "no value"
+# Card `n` is healthy with a PID other than `p`: a number, not the dash of "no process" (between the
+# old process's exit and the new one's start the card may briefly show no PID).
+HEALTHY_WITH_NEW_PID = """([n, p]) => {
+  const c = document.querySelector(`.card[data-service="${n}"]`);
+  const pid = c.querySelector(".pid").textContent;
+  return c.dataset.state === "healthy" && /^[0-9]+$/.test(pid) && pid !== p;
+}"""
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
 BROKEN = f"""
 [[service]]
@@ -198,9 +205,8 @@ def test_stop_start_restart_buttons(page: Any, fleet: Launcher) -> None:
     page.evaluate("() => { window.__seen = {}; }")
     ticker.locator('[data-action="restart"]').click()
     page.wait_for_function(
-        """p => { const c = document.querySelector('.card[data-service="ticker"]');
-                  return c.dataset.state === "healthy" && c.querySelector(".pid").textContent !== p; }""",
-        arg=started_pid,
+        HEALTHY_WITH_NEW_PID,
+        arg=["ticker", started_pid],
     )
     states = seen(page, "ticker")
     assert set(states) & {"stopping", "restarting", "starting"}, states  # went yellow on the way
@@ -245,8 +251,7 @@ def test_sigkilled_backend_leaves_green_and_comes_back(page: Any, fleet: Launche
     page.evaluate("() => { window.__seen = {}; }")
     os.kill(pid, signal.SIGKILL)
     page.wait_for_function(
-        """([n, p]) => { const c = document.querySelector(`.card[data-service="${n}"]`);
-            return c.dataset.state === "healthy" && c.querySelector(".pid").textContent !== p; }""",
+        HEALTHY_WITH_NEW_PID,
         arg=[name, str(pid)],
         timeout=90_000,
     )

@@ -25,7 +25,7 @@ TOKEN = "launcher-test-token"
 HTTP_SERVER = '["{py}", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]'
 
 
-def corral(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def corral(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "corral", *args], capture_output=True, text=True, timeout=timeout, env=env
@@ -44,11 +44,11 @@ class Stack:
         self.file = tmp_path / "corral.toml"
         self.file.write_text(header + body.replace("{py}", sys.executable))
 
-    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
         return corral(*args, "-c", str(self.file), timeout=timeout)
 
     def up(self) -> subprocess.CompletedProcess[str]:
-        r = self.run("up", "-d", "--timeout", "60")
+        r = self.run("up", "-d", "--timeout", "120")
         assert r.returncode == 0, r.stdout + r.stderr
         return r
 
@@ -251,7 +251,7 @@ restart = {{ policy = "on-failure", max_restarts = 1, backoff_initial_s = 0.05 }
 """
     s = Stack(tmp_path, body)
     stacks.append(s)
-    r = s.run("up", "-d", "--timeout", "60")
+    r = s.run("up", "-d", "--timeout", "120")
     assert r.returncode == 1
     assert "broken failed" in r.stderr and "boom: missing settings file" in r.stderr
 

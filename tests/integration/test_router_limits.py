@@ -11,7 +11,7 @@ import httpx
 import pytest
 from test_router_support import start_mock, start_router, stats
 
-from support import CorralProcs
+from support import CorralProcs, wait_until
 
 BODY = {"model": "m1", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
 
@@ -85,8 +85,9 @@ def test_concurrency_limit_queues_then_times_out_with_retry_after(procs: CorralP
     url = router + "/v1/chat/completions"
     with ThreadPoolExecutor(3) as ex:
         hold = ex.submit(httpx.post, url, json=BODY, timeout=httpx.Timeout(30, read=3))
-        wait = ex.submit(lambda: (time.sleep(0.1), httpx.post(url, json=BODY, timeout=10))[1])
-        r = wait.result()
+        # The second request must find the slot taken: wait for the first to reach the backend.
+        wait_until(lambda: stats(late)["in_flight"] == 1, 30, what="first request holds the slot")
+        r = httpx.post(url, json=BODY, timeout=10)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] in ("queue_timeout", "queue_full")
         with pytest.raises(httpx.ReadTimeout):

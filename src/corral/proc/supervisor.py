@@ -348,8 +348,6 @@ class Supervisor:
         uptime = time.monotonic() - child.started_mono
         self._old_pids = tree_pids(child)
         leftovers = kill_now(child.pid, child.tree.values())  # orphans of a crashed leader
-        if leftovers:
-            await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
         self.last_exit = msg.code
         why = f"exited with {describe_exit(msg.code)}"
         code, ran = msg.code, uptime
@@ -363,7 +361,11 @@ class Supervisor:
         if self._log is not None:
             await self._log.unfollow()
         pidfile.remove(self.spec.pid_file)
+        # The new state first: a view must not show a dead process as healthy while the orphans
+        # die. A respawn this schedules is a later message, handled once they are gone.
         self._after_exit(why, code, uptime_s=ran)
+        if leftovers:
+            await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
 
     def _after_exit(self, why: str, code: int | None, *, uptime_s: float) -> None:
         """Decide what follows an exit (or a kill for failed probes): stop, fail or back off."""

@@ -1,0 +1,82 @@
+"""What the launcher runs: one :class:`ProcessPlan` per process, gathered in a :class:`Plan`.
+
+Data only; :mod:`corral.config.plan` computes them from the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from corral.config.models import Dependency, ProbeConfig, RestartConfig
+
+Kind = Literal["registry", "router", "sitter", "service"]
+
+
+class ProcessPlan(BaseModel):
+    """One process the launcher will supervise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Kind
+    group: str
+    entry: str  # the config entry it comes from ("chat" for chat-0)
+    source: str  # field path of that entry ("backend[0]")
+    replica: int = 0
+    argv: list[str]
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    ports: dict[str, int] = {}
+    url: str | None = None
+    readiness: ProbeConfig | None = None
+    liveness: ProbeConfig | None = None
+    depends_on: list[Dependency] = []
+    gpus: list[int] = []
+    models: list[str] = []
+    tags: list[str] = []
+    auto_start: bool = True
+    openai: bool = False
+    restart: RestartConfig = RestartConfig()
+    stop_grace_s: float = 10
+    start_timeout_s: float = 600
+    settle_s: float = 1.0  # without readiness: healthy once up this long (0: at spawn)
+    files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text
+    token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
+    gpu_error: str | None = None  # placement refused this replica: it fails with this reason
+
+
+class Plan(BaseModel):
+    """Everything ``corral up`` runs, in start order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_file: str
+    state_dir: Path
+    host: str
+    dashboard_port: int
+    token: str | None
+    registry_url: str | None
+    router_url: str | None
+    processes: list[ProcessPlan]
+    gpu_free: dict[int, int | None] = {}  # the inventory placement saw (free bytes, None = unknown)
+
+    def get(self, name: str) -> ProcessPlan | None:
+        """The process called ``name``, or None."""
+        return next((p for p in self.processes if p.name == name), None)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> process names."""
+        out: dict[str, list[str]] = {}
+        for p in self.processes:
+            out.setdefault(p.group, []).append(p.name)
+        return out
+
+    def levels(self) -> dict[str, int]:
+        """Dependency depth of each process (0 = depends on nothing); stop runs deepest first."""
+        level: dict[str, int] = {}
+        for p in self.processes:  # already in start order
+            level[p.name] = 1 + max((level[d.name] for d in p.depends_on), default=-1)
+        return level
