@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from support import CorralProcs, free_port, wait_http, wait_until
+from support import CorralProcs, free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -117,10 +117,17 @@ def start_launcher(
     proc = procs.start("up", "-c", str(config), log=log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/api/health", timeout=60)
+        # Stop waiting as soon as `corral up` exits (a config error, say): its log tells why.
+        served = wait_until(lambda: "exited" if proc.poll() is not None else _serves(url), 60)
     except AssertionError:
-        raise AssertionError(f"corral up did not serve {url}: {log.read_text()[-3000:]}") from None
+        served = "timed out after 60s"
+    if served is not True:
+        raise AssertionError(f"corral up did not serve {url} ({served}): {log.read_text()[-3000:]}")
     return Launcher(url=url, token=token, proc=proc, log=log)
+
+
+def _serves(url: str) -> bool:
+    return httpx.get(url + "/api/health", timeout=1).status_code == 200
 
 
 def fleet_config(gpus_per_replica: int = 0) -> str:
