@@ -106,12 +106,13 @@ def test_probeless_service_dying_after_spawn_fails_up(tmp_path: Path, stacks: li
     body = NO_REGISTRY + (
         f'[[service]]\nname = "crashy"\ncommand = ["{{py}}", "-c", "{crash}"]\n'
         'restart = { policy = "on-failure", max_restarts = 1, backoff_initial_s = 0.05 }\n'
+        "settle_s = 3\n"  # far above the child's start-up + 0.2 s, even on a loaded machine
     )
     s = Stack(tmp_path, body)
     stacks.append(s)
     r = s.run("up", "-d", "--timeout", "30")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "crashy failed" in r.stderr and "before settle_s=1s (failed start)" in r.stderr
+    assert "crashy failed" in r.stderr and "before settle_s=3s (failed start)" in r.stderr
     assert "crash loop" in r.stderr
     assert "last log lines" in r.stderr and "unknown flag --frobnicate" in r.stderr
     assert "Traceback" not in r.stderr
