@@ -91,6 +91,18 @@ class CorralProcs:
             kill_tree(p.pid)
 
 
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes of ``procs`` that still run (zombies count as gone)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process, its process group and every descendant."""
     try:

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from support import free_port, kill_pid_files, kill_tree, wait_until
+from support import alive, free_port, kill_pid_files, kill_tree, wait_until
 
 TOKEN = "checks-test-token"
 GIB = 1 << 30
@@ -87,17 +87,6 @@ def stacks() -> Iterator[list[Stack]]:
         if pid is not None:
             kill_tree(pid)
         kill_pid_files(s.state)
-
-
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def test_probeless_service_dying_after_spawn_fails_up(tmp_path: Path, stacks: list[Stack]) -> None:

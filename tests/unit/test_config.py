@@ -225,7 +225,6 @@ def test_tokens_stay_off_the_command_line(tmp_path: Path) -> None:
 
 
 def test_router_table_is_checked_against_the_routers_schema(tmp_path: Path) -> None:
-    pytest.importorskip("corral.router.config")
     p = write(tmp_path, BASE + "[router.breaker]\nfailures = 0\n")
     assert "router.breaker.failures" in error_of(p)
 
