@@ -4,89 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
-import pytest
+from launcher_helpers import Stack
 
-from support import alive, free_port, kill_pid_files, kill_tree, wait_until
+from support import alive, free_port, wait_until
 
-TOKEN = "checks-test-token"
 GIB = 1 << 30
 NO_REGISTRY = "[registry]\nenabled = false\n[router]\nenabled = false\n"
-
-
-class Stack:
-    """A config on free ports in tmp_path, driven through the CLI and the control API."""
-
-    def __init__(self, tmp_path: Path, body: str, env: dict[str, str] | None = None) -> None:
-        self.dashboard = free_port()
-        self.state = tmp_path / "state"
-        self.file = tmp_path / "corral.toml"
-        self.file.write_text(
-            f'[corral]\nstate_dir = "{self.state}"\n'
-            f'[dashboard]\nport = {self.dashboard}\ntoken = "{TOKEN}"\n'
-            + body.replace("{py}", sys.executable)
-        )
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "corral", *args, "-c", str(self.file)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env,
-        )
-
-    def services(self) -> dict[str, dict[str, Any]]:
-        r = httpx.get(
-            f"http://127.0.0.1:{self.dashboard}/api/services",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return {s["name"]: s for s in r.json()["services"]}
-
-    def events(self, until: set[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Replay the launcher's state changes until every (name, state) in ``until`` was seen."""
-        seen: list[dict[str, Any]] = []
-        want = set(until)
-        url = f"http://127.0.0.1:{self.dashboard}/api/events?replay=true"
-        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as r:
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    ev = json.loads(line[6:])
-                    seen.append(ev)
-                    want.discard((ev["name"], ev["state"]))
-                    if not want:
-                        break
-        return seen
-
-    def launcher_pid(self) -> int | None:
-        try:
-            return int(json.loads((self.state / "launcher.json").read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Stack]]:
-    made: list[Stack] = []
-    yield made
-    for s in made:
-        if s.launcher_pid() is not None or any(s.state.rglob("*.pid")):
-            s.run("down")
-        pid = s.launcher_pid()
-        if pid is not None:
-            kill_tree(pid)
-        kill_pid_files(s.state)
 
 
 def test_probeless_service_dying_after_spawn_fails_up(tmp_path: Path, stacks: list[Stack]) -> None:
