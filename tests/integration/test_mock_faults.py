@@ -191,3 +191,84 @@ def test_cuda_mem_without_torch_is_a_clear_error(procs: CorralProcs, tmp_path: A
     assert p.wait(timeout=60) == 2
     text = log.read_text()
     assert "--cuda-mem-gb" in text and "torch" in text and "Traceback" not in text
+
+
+def test_hang_generation_after_keeps_health_and_models_answering(procs: CorralProcs) -> None:
+    base, p = start(procs, "--hang-generation-after", "1")
+    assert httpx.post(f"{base}/v1/chat/completions", json=CHAT).status_code == 200
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{base}/v1/completions", json={"model": "m", "prompt": "x"}, timeout=httpx.Timeout(5, read=0.5)
+        )
+    # The API server lies: health and the model list still say all is well.
+    assert httpx.get(f"{base}/health", timeout=2).status_code == 200
+    assert httpx.get(f"{base}/v1/models", timeout=2).json()["data"][0]["id"] == "m"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/v1/chat/completions", json=CHAT, timeout=httpx.Timeout(5, read=0.5))
+    assert p.poll() is None
+    s = wait_until(lambda: (d := stats(base))["aborted"] == 2 and d, timeout=10, what="aborted == 2")
+    assert s["completed"] == 1 and s["in_flight"] == 0
+
+
+def test_stall_after_tokens_stream_stops_with_connection_open(procs: CorralProcs) -> None:
+    base, _ = start(procs, "--stall-after-tokens", "3")
+    body = {**CHAT, "stream": True, "max_tokens": 10, "ignore_eos": True}
+    got: list[str] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=1.0)) as c,
+        c.stream("POST", f"{base}/v1/chat/completions", json=body) as r,
+    ):
+        assert r.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):  # no end of body: the connection stays open, silent
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    got.append(line)
+    assert len(got) == 4 and "[DONE]" not in "".join(got)  # the role chunk, then 3 tokens
+    # A short answer ends before the stall point and completes; a longer non-streamed one hangs.
+    r2 = httpx.post(f"{base}/v1/chat/completions", json={**CHAT, "max_tokens": 3, "ignore_eos": True})
+    assert r2.status_code == 200
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{base}/v1/chat/completions",
+            json={**CHAT, "max_tokens": 10, "ignore_eos": True},
+            timeout=httpx.Timeout(5, read=0.5),
+        )
+
+
+def test_error_400_and_429_rates_answer_openai_errors_and_repeat_per_seed(procs: CorralProcs) -> None:
+    runs = []
+    for _ in range(2):
+        base, _ = start(procs, "--error-400-rate", "0.3", "--error-429-rate", "0.2", "--seed", "5")
+        answers = [
+            httpx.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}) for _ in range(60)
+        ]
+        runs.append([a.status_code for a in answers])
+    assert runs[0] == runs[1]
+    codes = runs[0]
+    assert {200, 400, 429} == set(codes)
+    assert 8 <= codes.count(400) <= 30 and 4 <= codes.count(429) <= 24
+    bad = next(a for a in answers if a.status_code == 400)
+    assert bad.json()["error"]["code"] == "injected_400"
+    full = next(a for a in answers if a.status_code == 429)
+    assert full.json()["error"]["code"] == "injected_429" and full.headers["retry-after"] == "1"
+
+
+def test_slow_rate_delays_only_that_fraction(procs: CorralProcs) -> None:
+    base, _ = start(procs, "--slow-rate", "0.5", "--slow-ms", "400", "--seed", "1")
+    times = []
+    for _ in range(12):
+        t0 = time.monotonic()
+        assert httpx.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}).status_code == 200
+        times.append(time.monotonic() - t0)
+    slow = [t for t in times if t >= 0.39]
+    assert 1 <= len(slow) <= 11, times
+
+
+def test_fault_rates_over_one_are_a_clear_error(procs: CorralProcs, tmp_path: Any) -> None:
+    log = tmp_path / "rates.log"
+    p = procs.start(
+        "mock", "--port", str(free_port()), "--error-400-rate", "0.7", "--fail-rate", "0.5", log=log
+    )
+    assert p.wait(timeout=60) == 2
+    text = log.read_text()
+    assert "--error-400-rate" in text and "Traceback" not in text

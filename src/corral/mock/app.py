@@ -46,6 +46,7 @@ class MockApp:
         self._models_body = _dumps({"object": "list", "data": list(self._models.values())})
         self._ttft = config.ttft_ms / 1000
         self._itl = config.itl_ms / 1000
+        self._busy_rates = config.error_400_rate + config.error_429_rate
         self._routes: dict[str, tuple[str, Callable[[Connection, Request], Reply]]] = {
             "/health": ("GET", self._health),
             "/v1/models": ("GET", self._list_models),
@@ -139,6 +140,9 @@ class MockApp:
             self.hung = True
             self.stats.begin(None)
             return self._hang(None, counted=True)
+        if self.config.hang_generation_after is not None and served >= self.config.hang_generation_after:
+            self.stats.begin(None)  # the engine is dead; the API server (health, models) is not
+            return self._hang(None, counted=True)
         try:
             doc = json.loads(req.body)
         except ValueError:
@@ -169,7 +173,27 @@ class MockApp:
             self.stats.end(counters, "failed")
             status = 500 if self._rng.random() < 0.5 else 503
             return self._error(conn, status, "injected failure (--fail-rate)", code="injected_failure")
+        if self._busy_rates:
+            r = self._rng.random()
+            if r < self.config.error_400_rate:
+                self.stats.end(counters, "failed")
+                return self._error(conn, 400, "injected bad request (--error-400-rate)", code="injected_400")
+            if r < self._busy_rates:
+                self.stats.end(counters, "failed")
+                return self._error(
+                    conn,
+                    429,
+                    "injected: server full (--error-429-rate)",
+                    code="injected_429",
+                    headers=b"retry-after: 1\r\n",
+                )
         return doc, model, counters
+
+    def _extra_delay(self) -> float:
+        """Seconds a request waits before its first token on top of ``--ttft-ms`` (``--slow-*``)."""
+        if self.config.slow_rate and self._rng.random() < self.config.slow_rate:
+            return self.config.slow_ms / 1000
+        return 0.0
 
     async def _hang(self, counters: ModelCounters | None, counted: bool = False) -> None:
         """Never answer; the client's disconnect cancels this."""
@@ -210,23 +234,29 @@ class MockApp:
         rid = self._rid(req, "chatcmpl-" if chat else "cmpl-")
         created = int(time.time())
         use = shapes.usage(gen.prompt_tokens, sum(len(t) for t, _ in plans))
+        longest = max(len(t) for t, _ in plans)
+        stall = self.config.stall_after_tokens
+        if stall is not None and longest <= stall:
+            stall = None  # the answer ends before the stall point
+        extra = self._extra_delay()
         if gen.stream:
             shape = shapes.StreamShape(chat, rid, created, model, gen.include_usage)
             steps = _stream_steps(shape, plans, use if gen.include_usage else None)
-            if self._ttft == 0 and self._itl == 0:
+            if self._ttft == 0 and self._itl == 0 and extra == 0 and stall is None:
                 conn.stream_start(steps[0])
                 for step in steps[1:-1]:
                     conn.stream_write(step)
                 conn.stream_end(steps[-1] if len(steps) > 1 else b"")
                 self.stats.end(counters, "completed")
                 return None
-            return self._stream(conn, steps, counters)
+            return self._stream(conn, steps, counters, self._ttft + extra, stall)
+        if stall is not None:
+            return self._hang(counters, counted=True)  # the engine stalls before the answer is whole
         if chat:
             body = shapes.chat_completion(rid, created, model, "".join(plans[0][0]), plans[0][1], use)
         else:
             body = shapes.text_completion(rid, created, model, [("".join(t), r) for t, r in plans], use)
-        longest = max(len(t) for t, _ in plans)
-        delay = self._ttft + self._itl * max(longest - 1, 0)
+        delay = self._ttft + extra + self._itl * max(longest - 1, 0)
         if delay == 0:
             conn.respond(200, body)
             self.stats.end(counters, "completed")
@@ -243,14 +273,18 @@ class MockApp:
         finally:
             self.stats.end(counters, outcome)
 
-    async def _stream(self, conn: Connection, steps: list[bytes], counters: ModelCounters) -> None:
+    async def _stream(
+        self, conn: Connection, steps: list[bytes], counters: ModelCounters, ttft: float, stall: int | None
+    ) -> None:
         outcome = "aborted"
         try:
             conn.stream_start()  # headers at once, as vLLM: the body waits for the first token
-            if self._ttft:
-                await asyncio.sleep(self._ttft)
+            if ttft:
+                await asyncio.sleep(ttft)
             last = len(steps) - 1
             for i, step in enumerate(steps):
+                if i == stall:
+                    await asyncio.get_running_loop().create_future()  # silent, connection open
                 if i and self._itl:
                     await asyncio.sleep(self._itl)
                 if conn.closed:
@@ -290,11 +324,12 @@ class MockApp:
             v = tokens.embedding(self.config.seed, f"{model}\0{text}", dim)
             vectors.append(tokens.encode_base64(v) if fmt == "base64" else v)
         body = shapes.embeddings(model, vectors, prompt_tokens)
-        if self._ttft == 0:
+        delay = self._ttft + self._extra_delay()
+        if delay == 0:
             conn.respond(200, body)
             self.stats.end(counters, "completed")
             return None
-        return self._delayed(conn, body, self._ttft, counters)
+        return self._delayed(conn, body, delay, counters)
 
 
 def _stream_steps(

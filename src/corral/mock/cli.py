@@ -22,6 +22,16 @@ def register(app: typer.Typer) -> None:
         fail_rate: float = typer.Option(0.0, help="Fraction of inference requests answered 500/503."),
         crash_after: int | None = typer.Option(None, help="Exit hard when inference request N+1 arrives."),
         hang_after: int | None = typer.Option(None, help="Never answer again after N inference requests."),
+        hang_generation_after: int | None = typer.Option(
+            None, help="Inference requests after the N-th hang; /health and /v1/models stay 200."
+        ),
+        stall_after_tokens: int | None = typer.Option(
+            None, help="Streams stop after N tokens, connection left open (longer non-streamed answers hang)."
+        ),
+        error_400_rate: float = typer.Option(0.0, help="Fraction of inference requests answered 400."),
+        error_429_rate: float = typer.Option(0.0, help="Fraction of inference requests answered 429 (full)."),
+        slow_rate: float = typer.Option(0.0, help="Fraction of inference requests slowed by --slow-ms."),
+        slow_ms: float = typer.Option(0.0, help="Extra wait before the first token of a slowed request, ms."),
         seed: int = typer.Option(0, help="Seed of the generated text, embeddings and fault draws."),
         workers: int = typer.Option(1, help="Serving processes sharing the port (SO_REUSEPORT)."),
         embedding_dim: int = typer.Option(64, help="Dimension of the embeddings."),
@@ -41,6 +51,12 @@ def register(app: typer.Typer) -> None:
             fail_rate=fail_rate,
             crash_after=crash_after,
             hang_after=hang_after,
+            hang_generation_after=hang_generation_after,
+            stall_after_tokens=stall_after_tokens,
+            error_400_rate=error_400_rate,
+            error_429_rate=error_429_rate,
+            slow_rate=slow_rate,
+            slow_ms=slow_ms,
             seed=seed,
             workers=workers,
             embedding_dim=embedding_dim,

@@ -13,6 +13,11 @@ class MockConfig:
 
     ``crash_after`` / ``hang_after`` count inference requests (chat, completions, embeddings):
     the first N are served, request N+1 crashes the process (``os._exit``) or hangs it.
+    ``hang_generation_after`` hangs inference requests only, while ``/health`` and ``/v1/models``
+    keep answering 200 (vLLM's engine dead behind a live API server). ``stall_after_tokens``
+    stops a stream after N tokens with the connection left open (a non-streamed answer longer
+    than N tokens never comes). ``error_400_rate`` / ``error_429_rate`` answer that fraction of
+    inference requests 400 / 429; ``slow_rate`` of them wait ``slow_ms`` more before the first token.
     """
 
     host: str = "127.0.0.1"
@@ -25,6 +30,12 @@ class MockConfig:
     fail_rate: float = 0.0
     crash_after: int | None = None
     hang_after: int | None = None
+    hang_generation_after: int | None = None
+    stall_after_tokens: int | None = None
+    error_400_rate: float = 0.0
+    error_429_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
     seed: int = 0
     workers: int = 1
     embedding_dim: int = 64
@@ -46,6 +57,25 @@ class MockConfig:
             (0.0 <= self.fail_rate <= 1.0, "--fail-rate", "must be between 0 and 1"),
             (self.crash_after is None or self.crash_after >= 0, "--crash-after", "must be >= 0"),
             (self.hang_after is None or self.hang_after >= 0, "--hang-after", "must be >= 0"),
+            (
+                self.hang_generation_after is None or self.hang_generation_after >= 0,
+                "--hang-generation-after",
+                "must be >= 0",
+            ),
+            (
+                self.stall_after_tokens is None or self.stall_after_tokens >= 0,
+                "--stall-after-tokens",
+                "must be >= 0",
+            ),
+            (0.0 <= self.error_400_rate <= 1.0, "--error-400-rate", "must be between 0 and 1"),
+            (0.0 <= self.error_429_rate <= 1.0, "--error-429-rate", "must be between 0 and 1"),
+            (
+                self.fail_rate + self.error_400_rate + self.error_429_rate <= 1.0,
+                "--error-400-rate",
+                "--fail-rate + --error-400-rate + --error-429-rate must be <= 1",
+            ),
+            (0.0 <= self.slow_rate <= 1.0, "--slow-rate", "must be between 0 and 1"),
+            (self.slow_ms >= 0, "--slow-ms", "must be >= 0"),
             (self.workers >= 1, "--workers", "must be >= 1"),
             (1 <= self.embedding_dim <= 65536, "--embedding-dim", "must be 1..65536"),
             (self.cuda_mem_gb >= 0, "--cuda-mem-gb", "must be >= 0"),
