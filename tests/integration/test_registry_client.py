@@ -161,3 +161,21 @@ async def test_view_follows_across_registry_restart(procs: CorralProcs, port: in
             await until(lambda: set(view.instances) == {other.id})
             assert seen.count("snapshot") >= 2
             await changes.aclose()
+
+
+async def test_calls_and_watch_fail_over_to_the_next_registry(procs: CorralProcs, port: int) -> None:
+    # The first URL has nothing listening (a dead registry): calls and the watch go on to the next.
+    from support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    start(procs, port)
+    async with RegistryClient([dead, f"http://127.0.0.1:{port}"], timeout_s=1.0) as c:
+        reg = await c.register("fo", "http://127.0.0.1:8230", ["fm"], id="fo-1")
+        assert c.base_url.endswith(f":{port}") and reg.id == "fo-1"
+        await c.heartbeat("fo-1")  # stays on the one that answered
+        assert c.base_url.endswith(f":{port}")
+    async with RegistryClient(f"{dead},http://127.0.0.1:{port}", timeout_s=1.0) as w:
+        events = w.watch(since=0)
+        snap = await next_event(events)
+        assert snap.type == "snapshot" and [i["id"] for i in snap.instances] == ["fo-1"]
+        await events.aclose()

@@ -52,3 +52,11 @@ def test_router_follows_the_registry_and_survives_its_loss(procs: CorralProcs) -
     wait_until(lambda: _models(router) == ["m1"], 20, what="re-registered instance")
     assert httpx.delete(f"{registry}/v1/instances/{iid}").status_code in (200, 204)
     wait_until(lambda: _models(router) == [], 10, what="deleted instance leaves rotation")
+
+    # Known a moment ago, no instance now: 503 at once (retry later), not 404; unknown stays 404.
+    with httpx.Client(base_url=router, timeout=10) as h:
+        r = h.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
+        assert "no instance" in r.json()["error"]["message"] and r.elapsed.total_seconds() < 1
+        r = h.post("/v1/chat/completions", json={**CHAT, "model": "never-served"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

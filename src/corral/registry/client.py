@@ -12,7 +12,7 @@ import builtins
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +69,12 @@ class WatchEvent:
         return cls(doc["type"], int(doc["revision"]), doc.get("instance"), doc.get("instances") or [])
 
 
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """Registry URLs from a comma-separated string or a list, trailing slashes dropped."""
+    parts = urls.split(",") if isinstance(urls, str) else list(urls)
+    return [u.strip().rstrip("/") for u in parts if u and u.strip()]
+
+
 def backoff(attempt: int, initial_s: float, max_s: float) -> float:
     """Jittered exponential backoff (full jitter over the upper half) for retry ``attempt`` >= 1."""
     cap = min(max_s, initial_s * 2 ** min(attempt - 1, 30))
@@ -76,22 +82,46 @@ def backoff(attempt: int, initial_s: float, max_s: float) -> float:
 
 
 class RegistryClient:
-    """Talks to one registry at ``base_url``; every call has a timeout (``timeout_s``)."""
+    """Talks to the registries at ``base_url`` (one URL, or several: a list or ``a,b``).
 
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.base_url = base_url.rstrip("/")
+    Several URLs are registries sharing one Redis: a call that cannot reach the current one
+    goes on to the next (each try bounded by ``timeout_s``), and the one that answered stays
+    current. The watch moves on to the next URL whenever its stream breaks.
+    """
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ssl: Any = None,
+    ) -> None:
+        self.urls = split_urls(base_url)
+        if not self.urls:
+            raise ValueError("no registry URL given")
+        self._current = 0
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = ssl  # an ssl.SSLContext trusting --ca, or None for the system's defaults
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # never shows the token
-        return f"RegistryClient({self.base_url!r})"
+        return f"RegistryClient({','.join(self.urls)!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The registry in use now (the last one that answered)."""
+        return self.urls[self._current]
+
+    def _next(self) -> None:
+        self._current = (self._current + 1) % len(self.urls)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         """The one ClientSession, created on first use (inside the running loop)."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -107,7 +137,21 @@ class RegistryClient:
         await self.close()
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
-        """One request; maps every failure to a RegistryError (the single error boundary here)."""
+        """One request, failing over between registries; every failure maps to a RegistryError
+        (the single error boundary here)."""
+        for tries_left in range(len(self.urls) - 1, -1, -1):
+            try:
+                return await self._call_one(method, path, body, params)
+            except RegistryUnavailable as exc:
+                if tries_left == 0:
+                    raise
+                log.info("%s; trying the next registry", exc)
+                self._next()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_one(
+        self, method: str, path: str, body: dict[str, Any] | None, params: dict[str, Any]
+    ) -> Any:
         url = self.base_url + path
         query = {k: v for k, v in params.items() if v is not None}
         for attempt in (1, 2):
@@ -268,6 +312,7 @@ class RegistryClient:
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryUnavailable, ValueError) as exc:
                 log.info("registry watch %s: %r; reconnecting from revision %d", self.base_url, exc, revision)
             attempt += 1
+            self._next()  # with several registries, the next try goes to another one
             await asyncio.sleep(backoff(attempt, backoff_initial_s, backoff_max_s))
 
 

@@ -22,6 +22,12 @@ from __future__ import annotations
 
 _EMIT = """
 local function emit(kind, doc)
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    -- A Redis that lost its data (restarted without persistence): go on from the wall clock
+    -- in ms, as INIT does, so revisions never go back and watchers see the new events.
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[2], string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000)))
+  end
   local rev = redis.call('INCR', KEYS[2])
   local r = string.format('%d', rev)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], r .. '-0', 'e',

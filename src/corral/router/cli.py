@@ -14,7 +14,11 @@ def register(app: typer.Typer) -> None:
     def router_cmd(
         host: str = typer.Option(None, "--host", help="Bind address [default: 127.0.0.1]."),
         port: int = typer.Option(None, "--port", help="Port [default: 8000]."),
-        registry_url: str = typer.Option(None, "--registry-url", help="Watch this corral registry."),
+        registry_url: str = typer.Option(
+            None,
+            "--registry-url",
+            help="Watch this corral registry; several sharing one Redis: a,b (fails over in order).",
+        ),
         worker_url: list[str] = typer.Option(None, "--worker-url", help="A static worker (repeatable)."),
         policy: str = typer.Option(
             None,

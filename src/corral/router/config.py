@@ -30,9 +30,17 @@ class WorkerSpec(_Strict):
 
 
 class Timeouts(_Strict):
-    """Upstream timeouts in seconds. Streams have no total limit, only ``read`` between chunks."""
+    """Upstream timeouts in seconds. Streams have no total limit, only ``read`` between chunks.
 
-    connect: float = Field(default=3.0, gt=0)
+    ``connect`` is LAN-sized: a live host's kernel answers a SYN within a millisecond even when
+    its server is busy, and 1 s is also TCP's first SYN retransmission (RFC 6298), so a backend
+    silent that long is down or cut off; the request goes to another instance instead of
+    waiting. The same bound applies to request bytes a backend's host does not acknowledge
+    (TCP_USER_TIMEOUT, with keep-alive probes on open connections), so a host cut off mid-request
+    is noticed as fast. Raise it for backends across a WAN.
+    """
+
+    connect: float = Field(default=1.0, gt=0)
     read: float = Field(default=600.0, gt=0)  # first byte and between stream chunks
     total: float = Field(default=1800.0, gt=0)  # non-streaming requests
 
@@ -50,7 +58,8 @@ class RouterSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     policy: str = "least_outstanding"
-    registry_url: str | None = None
+    registry_url: str | None = None  # several registries sharing one Redis: "a,b" (or a list)
+    registry_timeout_s: float = Field(default=3.0, gt=0)  # connecting to / calling a registry
     workers: list[WorkerSpec] = Field(default_factory=list)
     max_concurrency: dict[str, int] = Field(default_factory=dict)  # per worker URL
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -64,6 +73,19 @@ class RouterSettings(_Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     probe_interval_s: float = Field(default=5.0, gt=0)  # healthy static workers
     probe_down_interval_s: float = Field(default=0.5, gt=0)  # workers out of rotation
+
+    @field_validator("registry_url", mode="before")
+    @classmethod
+    def _registry_urls(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            v = ",".join(str(u) for u in v)
+        if isinstance(v, str):
+            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
+            for u in urls:
+                if not u.startswith(("http://", "https://")):
+                    raise ValueError(f"registry URL {u!r} must start with http:// or https://")
+            return ",".join(urls) or None
+        return v
 
     @field_validator("workers", mode="before")
     @classmethod

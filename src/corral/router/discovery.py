@@ -46,7 +46,7 @@ class Discovery:
             self.add_static(w.url, w.max_concurrency)
         self.tasks.append(asyncio.create_task(self._probe_loop()))
         if self.settings.registry_url:
-            self.tasks.append(asyncio.create_task(self._watch_loop(self.settings.registry_url.rstrip("/"))))
+            self.tasks.append(asyncio.create_task(self._watch_loop(self.settings.registry_url)))
 
     async def close(self) -> None:
         """Stop background tasks and close the probe session."""
@@ -128,10 +128,11 @@ class Discovery:
 
     # -- registry ----------------------------------------------------------------------------
     async def _watch_loop(self, base: str) -> None:
-        """Follow the registry's watch stream (the shared client reconnects with backoff)."""
+        """Follow the registry's watch stream (the shared client reconnects with backoff, moving
+        on to the next registry of a list ``a,b``; until then the last view stays in place)."""
         from corral.registry.client import RegistryClient
 
-        client = RegistryClient(base)
+        client = RegistryClient(base, timeout_s=self.settings.registry_timeout_s)
         try:
             async for event in client.watch(self.revision):
                 self.registry_connected = True

@@ -36,6 +36,9 @@ class Pool:
         self.queue_size = queue_size
         self.waiters: dict[str, deque[asyncio.Future[Instance]]] = {}
         self.revision = 0  # bumped on any membership change (policies cache on it)
+        # Every model some instance ever served: one whose instances are all gone now is
+        # unavailable (503), not unknown (404).
+        self.seen_models: set[str] = set()
 
     # -- membership -------------------------------------------------------------------------
     def upsert(self, inst: Instance) -> Instance:
@@ -72,6 +75,7 @@ class Pool:
             for m in inst.models:
                 index.setdefault(m, []).append(inst)
         self.by_model = index
+        self.seen_models.update(index)
         self.revision += 1
 
     # -- lookup -----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class Proxy:
         self.select = select
         self.auth = frozenset("Bearer " + k for k in api_keys)
         self.forward_auth = not api_keys  # with router keys, the client's key is ours, not the backend's
-        self.upstream = Upstream()
+        self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
         self.inflight: dict[str, RequestContext] = {}
         self._ids = itertools.count(1)
         # UUID-shaped (random 80 bits + a counter): llama-cpp-python's server answers 400 to an
@@ -109,9 +109,7 @@ class Proxy:
         pool = self.pool
         target = pool.aliases.get(model, model)
         if target not in pool.by_model:
-            names = ", ".join(pool.model_names()) or "none"
-            self.metrics.error(model, 404)
-            return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
+            return self._no_instances(model, target, rid)
         path = request.raw_path
         stream = body.get("stream") is True
         strip_usage = False
@@ -187,6 +185,17 @@ class Proxy:
                 pool.release(inst)
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
+
+    def _no_instances(self, model: str, target: str, rid: str) -> Reply:
+        """No instance serves ``target`` now: 503 at once when one did before (its instances
+        are down, cut off or restarting: retry later), 404 when no instance ever served it."""
+        if target in self.pool.seen_models:
+            self.metrics.error(model, 503)
+            msg = f"model {model!r} is known but no instance of it is available now; retry later"
+            return error(503, msg, rid, "model_unavailable", 1)
+        names = ", ".join(self.pool.model_names()) or "none"
+        self.metrics.error(model, 404)
+        return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
 
     def _cancelled(self, ctx: RequestContext) -> Reply:
         """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""

@@ -57,15 +57,37 @@ class Timeouts:
 class _Target:
     """A backend base URL, parsed once: where to connect and what to put in ``Host``."""
 
-    __slots__ = ("host", "host_header", "idle", "port", "ssl")
+    __slots__ = ("dead_peer_s", "host", "host_header", "idle", "port", "ssl")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, dead_peer_s: float | None = None) -> None:
+        self.dead_peer_s = dead_peer_s
         u = urlsplit(url)
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "https" else None
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or (443 if self.ssl else 80)
         self.host_header = b"Host: " + u.netloc.encode() + b"\r\n\r\n"
         self.idle: list[Response] = []
+
+
+def _detect_dead_peer(sock: socket.socket, after_s: float) -> None:
+    """Have the kernel drop the connection once the peer's host is silent for ~``after_s``.
+
+    TCP_USER_TIMEOUT fails a connection whose sent bytes stay unacknowledged that long (a
+    request written to a host that was cut off), and keep-alive probes every ``after_s`` on an
+    idle or waiting connection make the same check while the backend is thinking (its kernel
+    acknowledges them however long the generation takes). Without this, a request sent to a
+    host whose link went down waits for the read timeout (minutes), not for a LAN's second.
+    """
+    ms = max(1, int(after_s * 1000))
+    secs = max(1, round(after_s))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, secs)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, secs)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms)
+    except (OSError, AttributeError):  # not Linux: the read timeout still bounds the wait
+        pass
 
 
 class Response(asyncio.Protocol):
@@ -84,6 +106,7 @@ class Response(asyncio.Protocol):
         self.status = 0
         self.content_type = b"application/json"
         self.lost = False
+        self.timed_out = False
         self._reset()
 
     def _reset(self) -> None:
@@ -108,9 +131,12 @@ class Response(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.target.dead_peer_s:
+                _detect_dead_peer(sock, self.target.dead_peer_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.timed_out = isinstance(exc, TimeoutError)  # ETIMEDOUT: the peer's host went silent
         idle = self.target.idle
         if self in idle:
             idle.remove(self)
@@ -277,8 +303,10 @@ class Response(asyncio.Protocol):
 class Upstream:
     """Sends requests to backends over pooled keep-alive connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, dead_peer_s: float | None = None) -> None:
+        """``dead_peer_s``: drop connections whose peer host is silent that long (None: never)."""
         self._targets: dict[str, _Target] = {}
+        self.dead_peer_s = dead_peer_s
 
     def host_header(self, base_url: str) -> bytes:
         """The ``Host`` header line for ``base_url`` and the blank line that ends a request head."""
@@ -287,7 +315,7 @@ class Upstream:
     def _target(self, base_url: str) -> _Target:
         t = self._targets.get(base_url)
         if t is None:
-            t = self._targets[base_url] = _Target(base_url)
+            t = self._targets[base_url] = _Target(base_url, self.dead_peer_s)
         return t
 
     async def request(self, base_url: str, head: bytes, body: bytes, timeouts: Timeouts) -> Response:
@@ -306,7 +334,12 @@ class Upstream:
             conn._start_timer(timeouts)
             try:
                 return await self._send(conn, head, body)
-            except UpstreamClosed:
+            except UpstreamClosed as exc:
+                if conn.timed_out:
+                    # The host is cut off (its kernel did not acknowledge the request): a new
+                    # connection would only wait out the connect timeout as well.
+                    conn.release()
+                    raise ConnectError(TimeoutError(f"backend host silent: {exc}")) from None
                 if conn.got_bytes:
                     raise
                 conn.release()  # the backend dropped an idle connection as we reused it: once more
@@ -331,6 +364,11 @@ class Upstream:
         conn._start_timer(timeouts)
         try:
             return await self._send(conn, head, body)
+        except UpstreamClosed as exc:
+            conn.release()
+            if conn.timed_out:  # cut off before answering: as unreachable as a failed connect
+                raise ConnectError(TimeoutError(f"backend host silent: {exc}")) from None
+            raise
         except BaseException:
             conn.release()
             raise

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
 from corral.sitter.config import SitterConfig
 
-_WILDCARDS = ("0.0.0.0", "::", "")
+WILDCARDS = ("0.0.0.0", "::", "")
 # The legacy --max-restarts counted every restart since start (no window), and a long run never
 # reset the count: "stable" after a year keeps that.
 _NEVER_STABLE_S = 365 * 24 * 3600.0
@@ -17,14 +16,9 @@ _NEVER_STABLE_S = 365 * 24 * 3600.0
 
 def probe_host(host: str) -> str:
     """Where the sitter itself reaches the backend: loopback when bound to every address."""
-    if host in _WILDCARDS:
+    if host in WILDCARDS:
         return "::1" if host == "::" else "127.0.0.1"
     return host
-
-
-def public_host(host: str) -> str:
-    """The host others dial: this machine's name when bound to every address."""
-    return socket.gethostname() if host in _WILDCARDS else host
 
 
 def url(host: str, port: int) -> str:

@@ -16,6 +16,11 @@ def register(app: typer.Typer) -> None:
     def sit(
         name: str | None = typer.Option(None, "--name", "-n", help="Service name (default TYPE-PORT)."),
         host: str | None = typer.Option(None, help="Address the backend and the sitter bind [127.0.0.1]."),
+        advertise_host: str | None = typer.Option(
+            None,
+            help="Address routers on other hosts dial [the bind address; bound to 0.0.0.0: the "
+            "address of the route to the registry].",
+        ),
         port: int | None = typer.Option(
             None, "--port", "-p", help="Backend port; the sitter serves on port + 1."
         ),
@@ -33,7 +38,10 @@ def register(app: typer.Typer) -> None:
         health_path: str | None = typer.Option(None, help="Readiness path on the backend [preset's]."),
         max_concurrency: int | None = typer.Option(None, help="Published for routers (requests at once)."),
         registry_url: str | None = typer.Option(
-            None, "--registry-url", "--registry", help="Registry to join."
+            None,
+            "--registry-url",
+            "--registry",
+            help="Registry to join; several sharing one Redis: a,b (tried in order).",
         ),
         registry_token: str | None = typer.Option(
             None, envvar="CORRAL_REGISTRY_TOKEN", help="Bearer token for registry writes."
@@ -69,6 +77,7 @@ def register(app: typer.Typer) -> None:
         flags: dict[str, Any] = {
             "name": name,
             "host": host,
+            "advertise_host": advertise_host,
             "port": port,
             "service_type": service_type,
             "path": path,

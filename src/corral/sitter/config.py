@@ -33,6 +33,7 @@ class SitterConfig(BaseModel):
 
     name: str | None = None
     host: str = "127.0.0.1"
+    advertise_host: str | None = None  # the address others dial (default: derived from host)
     port: int = Field(ge=1, le=65534)  # the sitter itself listens on port + 1
     service_type: str = "command"
     path: str | None = None
@@ -108,12 +109,31 @@ class SitterConfig(BaseModel):
             raise ValueError(f"must start with '/', got {v!r}")
         return v
 
-    @field_validator("registry_url", "router_url")
+    @field_validator("registry_url", mode="before")
+    @classmethod
+    def _registry_urls(cls, v: Any) -> Any:
+        """Several registries (sharing one Redis) as a list or ``a,b``; kept as ``a,b``."""
+        if isinstance(v, list | tuple):
+            v = ",".join(str(u) for u in v)
+        if isinstance(v, str):
+            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
+            for u in urls:
+                if not u.startswith(("http://", "https://")):
+                    raise ValueError(f"must be an http(s) URL, got {u!r}")
+            return ",".join(urls) or None
+        return v
+
+    @field_validator("router_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {v!r}")
         return v.rstrip("/") if v else v
+
+    @property
+    def registry_urls(self) -> list[str]:
+        """``registry_url`` as a list (several registries sharing one Redis fail over in order)."""
+        return self.registry_url.split(",") if self.registry_url else []
 
     @property
     def sitter_port(self) -> int:
@@ -206,4 +226,7 @@ def build_config(flags: dict[str, Any], config_file: str | None = None) -> Sitte
             f"{cfg.cuda_visible_devices} conflicts with --env CUDA_VISIBLE_DEVICES={given}", field="--gpus"
         )
     cfg.preset.check(cfg.launch_request())  # e.g. vllm without --path
+    from corral.sitter.addresses import check_advertised
+
+    check_advertised(cfg)
     return cfg

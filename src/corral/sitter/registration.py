@@ -12,30 +12,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from corral.registry import Heartbeater, RegistryClient
 
 log = logging.getLogger("corral.sitter")
 
+# A registry call that takes longer than a heartbeat interval is moot (the next one is due), and
+# with several registries the next one should be tried before the lease runs out: each call is
+# bounded by the interval, within [0.5, 3] s.
 CALL_TIMEOUT_S = 3.0
+MIN_CALL_TIMEOUT_S = 0.5
 
 
 class RegistryLink:
-    """Registers the backend and the sitter with the registry at ``base_url`` and keeps them current."""
+    """Registers the backend and the sitter with the registry at ``base_url`` (or the first of
+    several that answers) and keeps them current."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         service: str,
         backend: dict[str, Any],
         sitter: dict[str, Any],
         heartbeat_s: float,
         token: str | None = None,
+        ssl: Any = None,
     ) -> None:
         """``backend`` / ``sitter``: ``id``, ``url``, ``models``, ``state``, ``metadata`` of each."""
-        self.client = RegistryClient(base_url, token=token, timeout_s=CALL_TIMEOUT_S)
+        timeout_s = max(MIN_CALL_TIMEOUT_S, min(CALL_TIMEOUT_S, heartbeat_s))
+        self.client = RegistryClient(base_url, token=token, timeout_s=timeout_s, ssl=ssl)
         self.lease_ttl_s = 3 * heartbeat_s
         self._metadata = dict(backend.get("metadata") or {})
         self.backend = self._heartbeater(service, "backend", backend, heartbeat_s)

@@ -20,8 +20,9 @@ from corral.errors import SpawnError
 from corral.proc import Supervisor
 from corral.proc.events import State, StateEvent
 from corral.proc.tree import port_holder
+from corral.sitter.addresses import advertised_host
 from corral.sitter.api import serve
-from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, public_host, url
+from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, url
 from corral.sitter.config import SitterConfig
 from corral.sitter.gpu_gate import GpuGate
 from corral.sitter.models import ModelWatcher
@@ -46,14 +47,15 @@ class Sitter:
         self.gpu_gate = GpuGate(cfg.gpus, cfg.gpu_release_timeout) if cfg.gpus else None
         self.supervisor = Supervisor(self.spec, before_restart=self.gpu_gate)
         self.backend_url = url(probe_host(cfg.host), cfg.port)
-        self.public_backend_url = url(public_host(cfg.host), cfg.port)
-        self.public_sitter_url = url(public_host(cfg.host), cfg.sitter_port)
+        public = advertised_host(cfg)
+        self.public_backend_url = url(public, cfg.port)
+        self.public_sitter_url = url(public, cfg.sitter_port)
         self.started_at = time.time()
         self.models = self.preset.model_names(cfg.launch_request())
         self.max_concurrency = cfg.max_concurrency or self.preset.default_max_concurrency
         self.stopping = asyncio.Event()
-        self.backend_id = instance_id(cfg.service_name, public_host(cfg.host), cfg.port)
-        self.sitter_id = instance_id(f"{cfg.service_name}-sitter", public_host(cfg.host), cfg.sitter_port)
+        self.backend_id = instance_id(cfg.service_name, public, cfg.port)
+        self.sitter_id = instance_id(f"{cfg.service_name}-sitter", public, cfg.sitter_port)
         self.registration = self._registration() if cfg.registry_url else None
         self.router = (
             RouterLink(cfg.router_url, self.public_backend_url, cfg.router_token) if cfg.router_url else None
@@ -217,7 +219,7 @@ class Sitter:
             "metadata": {"backend_id": self.backend_id, "preset": self.preset.name},
         }
         return RegistryLink(
-            self.cfg.registry_url,
+            self.cfg.registry_urls,
             service=self.cfg.service_name,
             backend=backend,
             sitter=sitter,
