@@ -8,10 +8,17 @@ from corral.router import policies
 from corral.router.context import RequestContext
 from corral.router.instance import Instance
 from corral.router.policies.prefix_affinity import Ring
+from corral.router.routable import Routable
 
 
-def _insts(n: int) -> list[Instance]:
-    return [Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n)]
+def _insts(n: int) -> Routable:
+    return Routable(Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n))
+
+
+def _load(r: Routable, i: int, outstanding: int) -> None:
+    inst = r.members[i]
+    old, inst.outstanding = inst.outstanding, outstanding
+    r.moved(inst, old)
 
 
 def _ctx(body: dict, session: str | None = None) -> RequestContext:
@@ -28,18 +35,19 @@ def test_round_robin_is_even() -> None:
 def test_least_outstanding_picks_the_idlest() -> None:
     select = policies.load("least_outstanding")
     insts = _insts(3)
-    insts[0].outstanding, insts[1].outstanding, insts[2].outstanding = 5, 1, 3
-    assert all(select(insts, None) is insts[1] for _ in range(10))
+    for i, load in enumerate((5, 1, 3)):
+        _load(insts, i, load)
+    assert all(select(insts, None) is insts.members[1] for _ in range(10))
 
 
 def test_power_of_two_never_picks_the_busiest_of_two() -> None:
     select = policies.load("power_of_two")
     insts = _insts(2)
-    insts[0].outstanding = 4
-    assert all(select(insts, None) is insts[1] for _ in range(50))
+    _load(insts, 0, 4)
+    assert all(select(insts, None) is insts.members[1] for _ in range(50))
     many = _insts(5)
-    many[0].outstanding = 100
-    assert Counter(select(many, None) is many[0] for _ in range(500))[True] == 0
+    _load(many, 0, 100)
+    assert Counter(select(many, None) is many.members[0] for _ in range(500))[True] == 0
 
 
 def test_prefix_affinity_keys() -> None:
@@ -58,8 +66,11 @@ def test_prefix_affinity_skips_a_full_instance() -> None:
     select = policies.load("prefix_affinity")
     insts = _insts(3)
     owner = select(insts, _ctx({"user": "u"}))
-    rest = [i for i in insts if i is not owner]
-    assert select(rest, _ctx({"user": "u"})) in rest
+    assert owner is not None
+    insts.remove(owner)  # full: out of the routable set, still on the ring
+    assert select(insts, _ctx({"user": "u"})) in insts.members
+    insts.add(owner)
+    assert select(insts, _ctx({"user": "u"})) is owner
 
 
 def test_ring_adding_an_instance_moves_few_keys() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from corral.errors import error_body
 from corral.mock import params, shapes, tokens
 from corral.mock.config import MockConfig
+from corral.mock.engine import Engine, EngineConfig
 from corral.mock.protocol import Connection, Request
 from corral.mock.stats import ModelCounters, Stats
 
@@ -47,6 +48,10 @@ class MockApp:
         self._ttft = config.ttft_ms / 1000
         self._itl = config.itl_ms / 1000
         self._busy_rates = config.error_400_rate + config.error_429_rate
+        engine = EngineConfig(
+            config.prefix_cache_tokens, config.block_size, config.prefill_ms_per_token, config.max_num_seqs
+        )
+        self.engine = Engine(engine) if engine.enabled else None
         self._routes: dict[str, tuple[str, Callable[[Connection, Request], Reply]]] = {
             "/health": ("GET", self._health),
             "/v1/models": ("GET", self._list_models),
@@ -124,7 +129,10 @@ class MockApp:
         return None
 
     def _metrics(self, conn: Connection, req: Request) -> Reply:
-        conn.respond(200, self.stats.prometheus().encode(), b"text/plain; version=0.0.4; charset=utf-8")
+        text = self.stats.prometheus(vllm_running=self.engine is None)
+        if self.engine is not None:
+            text += "\n".join(self.engine.prometheus(self.config.models[0])) + "\n"
+        conn.respond(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         return None
 
     # -- inference: admission --------------------------------------------------------------
@@ -239,6 +247,10 @@ class MockApp:
         if stall is not None and longest <= stall:
             stall = None  # the answer ends before the stall point
         extra = self._extra_delay()
+        if self.engine is not None:
+            return self._engine_reply(
+                conn, gen, chat, rid, created, model, plans, use, counters, extra, stall
+            )
         if gen.stream:
             shape = shapes.StreamShape(chat, rid, created, model, gen.include_usage)
             steps = _stream_steps(shape, plans, use if gen.include_usage else None)
@@ -262,6 +274,40 @@ class MockApp:
             self.stats.end(counters, "completed")
             return None
         return self._delayed(conn, body, delay, counters)
+
+    def _engine_reply(
+        self,
+        conn: Connection,
+        gen: params.Generation,
+        chat: bool,
+        rid: str,
+        created: int,
+        model: str,
+        plans: list[tuple[list[str], str]],
+        use: dict[str, int],
+        counters: ModelCounters,
+        extra: float,
+        stall: int | None,
+    ) -> Reply:
+        """The answer, run once the engine admitted the request (slot, prefix cache, prefill)."""
+        assert self.engine is not None
+        reply: Coroutine[Any, Any, None]
+        if gen.stream:
+            shape = shapes.StreamShape(chat, rid, created, model, gen.include_usage)
+            steps = _stream_steps(shape, plans, use if gen.include_usage else None)
+            reply = self._stream(conn, steps, counters, self._ttft + extra, stall)
+        elif stall is not None:
+            reply = self._hang(counters, counted=True)  # the engine stalls before the answer is whole
+        else:
+            if chat:
+                body = shapes.chat_completion(rid, created, model, "".join(plans[0][0]), plans[0][1], use)
+            else:
+                body = shapes.text_completion(rid, created, model, [("".join(t), r) for t, r in plans], use)
+            longest = max(len(t) for t, _ in plans)
+            reply = self._delayed(conn, body, self._ttft + extra + self._itl * max(longest - 1, 0), counters)
+        return self.engine.serve(
+            "\n".join(gen.prompts), gen.prompt_tokens, reply, lambda: self.stats.end(counters, "aborted")
+        )
 
     async def _delayed(self, conn: Connection, body: bytes, delay: float, counters: ModelCounters) -> None:
         outcome = "aborted"

@@ -36,6 +36,12 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, help="Serving processes sharing the port (SO_REUSEPORT)."),
         embedding_dim: int = typer.Option(64, help="Dimension of the embeddings."),
         cuda_mem_gb: float = typer.Option(0.0, help="GiB of GPU memory each worker holds (needs torch)."),
+        prefix_cache_tokens: int = typer.Option(0, help="Engine-like prefix cache of N tokens (LRU blocks)."),
+        block_size: int = typer.Option(16, help="Tokens per prefix-cache block."),
+        prefill_ms_per_token: float = typer.Option(0.0, help="Prefill time per uncached prompt token, ms."),
+        max_num_seqs: int = typer.Option(
+            0, help="Requests running at once; more wait in a queue (0: no limit)."
+        ),
     ) -> None:
         """Serve a fake OpenAI-compatible API: for tests, demos and benchmarks without a GPU."""
         from corral.mock.config import MockConfig, parse_models
@@ -61,6 +67,10 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             embedding_dim=embedding_dim,
             cuda_mem_gb=cuda_mem_gb,
+            prefix_cache_tokens=prefix_cache_tokens,
+            block_size=block_size,
+            prefill_ms_per_token=prefill_ms_per_token,
+            max_num_seqs=max_num_seqs,
         )
         if config.workers == 1:
             from corral.mock.server import run_one

@@ -40,6 +40,11 @@ class MockConfig:
     workers: int = 1
     embedding_dim: int = 64
     cuda_mem_gb: float = 0.0
+    # The engine-like behaviour (corral.mock.engine); all zero = off.
+    prefix_cache_tokens: int = 0
+    block_size: int = 16
+    prefill_ms_per_token: float = 0.0
+    max_num_seqs: int = 0
     reuse_port: bool = field(default=False, repr=False)  # set for each worker when workers > 1
 
     def __post_init__(self) -> None:
@@ -79,6 +84,10 @@ class MockConfig:
             (self.workers >= 1, "--workers", "must be >= 1"),
             (1 <= self.embedding_dim <= 65536, "--embedding-dim", "must be 1..65536"),
             (self.cuda_mem_gb >= 0, "--cuda-mem-gb", "must be >= 0"),
+            (self.prefix_cache_tokens >= 0, "--prefix-cache-tokens", "must be >= 0"),
+            (1 <= self.block_size <= 4096, "--block-size", "must be 1..4096"),
+            (self.prefill_ms_per_token >= 0, "--prefill-ms-per-token", "must be >= 0"),
+            (self.max_num_seqs >= 0, "--max-num-seqs", "must be >= 0 (0: no limit)"),
         ]
         for ok, flag, message in checks:
             if not ok:

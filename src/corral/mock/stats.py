@@ -53,8 +53,11 @@ class Stats:
         doc["by_model"] = {m: c.as_dict() for m, c in self.by_model.items()}
         return doc
 
-    def prometheus(self) -> str:
-        """The ``/metrics`` text (Prometheus exposition format 0.0.4)."""
+    def prometheus(self, vllm_running: bool = True) -> str:
+        """The ``/metrics`` text (Prometheus exposition format 0.0.4).
+
+        ``vllm_running=False`` leaves out ``vllm:num_requests_running`` (the engine reports it).
+        """
         lines: list[str] = []
         for f in _FIELDS:
             kind = "gauge" if f == "in_flight" else "counter"
@@ -64,6 +67,8 @@ class Stats:
             lines.append(f"{name} {getattr(self.all, f)}")
             for model, c in self.by_model.items():
                 lines.append(f'{name}{{model="{_label(model)}"}} {getattr(c, f)}')
+        if not vllm_running:
+            return "\n".join(lines) + "\n"
         # vLLM's gauge, so that load-aware routers can read the mock as they read vLLM.
         lines.append("# HELP vllm:num_requests_running Requests being generated.")
         lines.append("# TYPE vllm:num_requests_running gauge")

@@ -116,6 +116,7 @@ class Discovery:
             if inst.source == "static":
                 inst.probe_ok = False
                 inst.state = "unhealthy"
+                self.pool.refresh(inst)
             self._next_probe[inst.id] = time.monotonic() + s.probe_down_interval_s
             return
         if inst.source == "static":

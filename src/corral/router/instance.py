@@ -7,6 +7,7 @@ path pays attribute access and nothing else: no locks, no properties.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 # Circuit states (strings so /metrics and /workers can show them as they are).
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -19,10 +20,12 @@ class Instance:
         "breaker_failures",
         "circuit",
         "cooldown_s",
+        "cooling",
         "failures",
         "id",
         "max_concurrency",
         "models",
+        "notify",
         "open_until",
         "outstanding",
         "probe_ok",
@@ -60,6 +63,10 @@ class Instance:
         self.circuit = CLOSED
         self.open_until = 0.0
         self.trial_in_flight = False
+        self.cooling = False  # waiting in the pool's heap for its circuit's trial time
+        # Set by the pool: called after a change of circuit or reachability, so that the
+        # model's routable set follows (``Pool.refresh``). Direct attribute writers call it too.
+        self.notify: Callable[[Instance], None] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -91,6 +98,8 @@ class Instance:
         if self.circuit is not CLOSED:
             self.circuit = CLOSED
             self.trial_in_flight = False
+            if self.notify is not None:
+                self.notify(self)
 
     def on_failure(self, connect: bool = False) -> None:
         """A failed attempt. A connect error takes the instance out of rotation at once."""
@@ -101,6 +110,8 @@ class Instance:
             self.circuit = OPEN
             self.open_until = time.monotonic() + self.cooldown_s
             self.trial_in_flight = False
+        if self.notify is not None:
+            self.notify(self)
 
     def as_dict(self) -> dict[str, object]:
         """The view served by ``/workers`` and ``/list_workers``."""

@@ -3,19 +3,28 @@
 ``acquire`` picks an instance with the policy, or parks the request in the model's queue until an
 instance frees up (the first one that does gets the oldest waiter: single-slot llama.cpp servers
 rely on this). ``release`` gives the slot back and hands it straight to a waiter.
+
+Each model's routable instances are a :class:`corral.router.routable.Routable` kept up to date by
+:meth:`Pool.refresh`, which every state change calls (registry events, probes, circuit changes,
+a full or freed concurrency slot): a request never scans the fleet. ``Instance.routable`` stays
+the one predicate of who may take traffic; an instance whose open circuit will allow a trial
+later waits in a heap keyed by that time, and comes back when a request finds it due.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from corral.router.instance import Instance
+from corral.router.instance import CLOSED, Instance
+from corral.router.routable import Routable
 
-Select = Callable[[list[Instance], Any], Instance | None]
+Select = Callable[[Routable, Any], Instance | None]
 
 
 class QueueFull(Exception):
@@ -39,6 +48,9 @@ class Pool:
         # Every model some instance ever served: one whose instances are all gone now is
         # unavailable (503), not unknown (404).
         self.seen_models: set[str] = set()
+        self.routable: dict[str, Routable] = {}
+        self._cooling: list[tuple[float, int, Instance]] = []  # (open_until, seq, inst): a heap
+        self._seq = itertools.count()
 
     # -- membership -------------------------------------------------------------------------
     def upsert(self, inst: Instance) -> Instance:
@@ -50,6 +62,8 @@ class Pool:
             inst.trial_in_flight = old.trial_in_flight
             if not old.reachable and not inst.probe_ok:
                 inst.reachable = False
+            self._leave(old)
+        inst.notify = self.refresh
         self.instances[inst.id] = inst
         self._reindex()
         self.wake(inst)
@@ -59,6 +73,7 @@ class Pool:
         """Drop an instance; requests in flight on it finish on their own."""
         inst = self.instances.pop(instance_id, None)
         if inst is not None:
+            self._leave(inst)
             self._reindex()
         return inst
 
@@ -66,8 +81,18 @@ class Pool:
         """Update what an instance serves (a probe read its /v1/models)."""
         models = tuple(models)
         if models != inst.models:
+            self._leave(inst)
             inst.models = models
             self._reindex()
+            self.refresh(inst)
+
+    def _leave(self, inst: Instance) -> None:
+        """Take ``inst`` out of every routable set (it is replaced, removed or re-modelled)."""
+        inst.notify = None
+        for m in inst.models:
+            r = self.routable.get(m)
+            if r is not None:
+                r.remove(inst)
 
     def _reindex(self) -> None:
         index: dict[str, list[Instance]] = {}
@@ -77,6 +102,46 @@ class Pool:
         self.by_model = index
         self.seen_models.update(index)
         self.revision += 1
+        for m, insts in index.items():
+            r = self.routable.get(m)
+            if r is None:
+                r = self.routable[m] = Routable()
+            r.instances = insts
+            r.generation = self.revision
+        for m in [m for m in self.routable if m not in index]:
+            del self.routable[m]
+
+    # -- routability --------------------------------------------------------------------------
+    def refresh(self, inst: Instance, now: float | None = None) -> None:
+        """Put ``inst`` in or out of its models' routable sets after any change of its state.
+
+        Every state change calls this (directly, through ``Instance.notify``, or via
+        :meth:`wake`): health from a probe or the registry, a connect error, the circuit, a
+        concurrency slot taken or freed. Cheap when nothing changed.
+        """
+        if self.instances.get(inst.id) is not inst:
+            return  # replaced or removed: its requests finish, it takes no new ones
+        if now is None:
+            now = time.monotonic()
+        ok = inst.routable(now)
+        for m in inst.models:
+            r = self.routable.get(m)
+            if r is not None:
+                if ok:
+                    r.add(inst)
+                else:
+                    r.remove(inst)
+        if not ok and inst.circuit is not CLOSED and inst.open_until > now and not inst.cooling:
+            inst.cooling = True  # due for a trial later: come back then (and not before)
+            heapq.heappush(self._cooling, (inst.open_until, next(self._seq), inst))
+
+    def _readmit(self, now: float) -> None:
+        """Open circuits whose cool-down is over: routable again for one trial."""
+        cooling = self._cooling
+        while cooling and cooling[0][0] <= now:
+            inst = heapq.heappop(cooling)[2]
+            inst.cooling = False
+            self.refresh(inst, now)
 
     # -- lookup -----------------------------------------------------------------------------
     def resolve(self, model: str) -> str:
@@ -102,17 +167,31 @@ class Pool:
         self, model: str, select: Select, ctx: Any, exclude: tuple[Instance, ...] = ()
     ) -> Instance | None:
         """An instance for ``model`` chosen by ``select`` among routable ones, counted as busy."""
-        insts = self.by_model.get(model)
-        if not insts:
-            return None
         now = time.monotonic()
-        cands = [i for i in insts if i.routable(now) and i not in exclude]
+        if self._cooling and self._cooling[0][0] <= now:
+            self._readmit(now)
+        cands = self.routable.get(model)
         if not cands:
             return None
-        inst = select(cands, ctx) if len(cands) > 1 else cands[0]
+        if exclude:
+            cands = cands.without(exclude)
+            if not cands:
+                return None
+        inst = select(cands, ctx) if len(cands) > 1 else cands.members[0]
         if inst is not None:
-            inst.on_dispatch(now)
+            self._dispatch(inst, now)
         return inst
+
+    def _dispatch(self, inst: Instance, now: float) -> None:
+        """Count a request sent to ``inst``; it leaves the sets when full or on trial."""
+        old = inst.outstanding
+        inst.on_dispatch(now)
+        for m in inst.models:
+            r = self.routable.get(m)
+            if r is not None:
+                r.moved(inst, old)
+        if (inst.max_concurrency and inst.outstanding >= inst.max_concurrency) or inst.trial_in_flight:
+            self.refresh(inst, now)
 
     async def acquire(
         self, model: str, select: Select, ctx: Any, timeout: float, exclude: tuple[Instance, ...] = ()
@@ -148,21 +227,33 @@ class Pool:
 
     def release(self, inst: Instance) -> None:
         """Give back the slot taken on ``inst`` and hand it to the oldest waiter, if any."""
+        cur = self.instances.get(inst.id)
+        if cur is not None and cur is not inst and cur.outstanding > 0:
+            self._unload(cur)  # replaced while busy: the new one inherited this request's count
+        self._unload(inst)
+        self.wake(inst if cur is None else cur)
+
+    def _unload(self, inst: Instance) -> None:
+        old = inst.outstanding
         inst.outstanding -= 1
         inst.trial_in_flight = False
-        self.wake(inst)
+        for m in inst.models:
+            r = self.routable.get(m)
+            if r is not None:
+                r.moved(inst, old)
 
     def wake(self, inst: Instance) -> None:
-        """Hand free capacity on ``inst`` to waiters of the models it serves."""
+        """Refresh ``inst``'s routability and hand its free capacity to waiters of its models."""
+        now = time.monotonic()
+        self.refresh(inst, now)
         if not self.waiters:
             return
-        now = time.monotonic()
         for m in inst.models:
             q = self.waiters.get(m)
             while q and inst.routable(now):
                 fut = q.popleft()
                 if not fut.done():
-                    inst.on_dispatch(now)
+                    self._dispatch(inst, now)
                     fut.set_result(inst)
             if q is not None and not q:
                 del self.waiters[m]

@@ -15,8 +15,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
-from typing import Any
 
 from corral.router import sse
 from corral.router.config import RouterSettings
@@ -24,7 +22,7 @@ from corral.router.context import RequestContext
 from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
 from corral.router.metrics import Metrics
-from corral.router.pool import Pool, QueueFull, QueueTimeout
+from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
 from corral.router.upstream import ConnectError, Response, Timeouts, Upstream, UpstreamError
 
@@ -50,7 +48,7 @@ class Proxy:
         settings: RouterSettings,
         pool: Pool,
         metrics: Metrics,
-        select: Callable[[list[Instance], Any], Instance | None],
+        select: Select,
         api_keys: frozenset[str],
     ) -> None:
         self.settings = settings

@@ -1,27 +1,17 @@
 """``least_outstanding`` (default): the candidate with the fewest requests in flight.
 
-Ties rotate, so an idle fleet at concurrency 1 still spreads requests instead of always
-using the first instance.
+O(1): the routable set keeps its members in load buckets. Ties go to the instance idle the
+longest, so an idle fleet at concurrency 1 still spreads requests instead of always using one.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from corral.router.instance import Instance
+from corral.router.routable import Routable
 
-_counter = itertools.count()
 
-
-def select(candidates: list[Instance], ctx: Any) -> Instance | None:
-    """The least loaded candidate, scanning from a rotating start."""
-    n = len(candidates)
-    start = next(_counter) % n
-    best = candidates[start]
-    low = best.outstanding
-    for k in range(1, n):
-        inst = candidates[(start + k) % n]
-        if inst.outstanding < low:
-            best, low = inst, inst.outstanding
-    return best
+def select(candidates: Routable, ctx: Any) -> Instance | None:
+    """The least loaded candidate."""
+    return candidates.least_loaded()

@@ -1,4 +1,4 @@
-"""``power_of_two``: sample two candidates at random, take the less loaded one."""
+"""``power_of_two``: sample two candidates at random, take the less loaded one (O(1))."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import random
 from typing import Any
 
 from corral.router.instance import Instance
+from corral.router.routable import Routable
 
 _rand = random.Random()
 
 
-def select(candidates: list[Instance], ctx: Any) -> Instance | None:
-    """The less loaded of two random candidates (ties go to the first drawn)."""
-    a, b = _rand.sample(candidates, 2) if len(candidates) > 2 else candidates
-    if _rand.random() < 0.5:
-        a, b = b, a
+def select(candidates: Routable, ctx: Any) -> Instance | None:
+    """The less loaded of two distinct random candidates (ties go to the first drawn)."""
+    members = candidates.members
+    n = len(members)
+    i = int(_rand.random() * n)
+    j = int(_rand.random() * (n - 1))
+    if j >= i:
+        j += 1
+    a, b = members[i], members[j]
     return b if b.outstanding < a.outstanding else a

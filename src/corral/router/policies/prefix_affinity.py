@@ -2,8 +2,10 @@
 
 The key is, in order: the ``X-Session-ID`` header, the body's ``user`` field, else a hash of the
 conversation's start (first messages / prompt prefix), computed by the request context. Keys map
-onto a consistent-hash ring with virtual nodes, so adding an instance moves about 1/N of the keys;
-an instance that is unhealthy or full is not a candidate, so its keys spill to the next on the ring.
+onto a consistent-hash ring with virtual nodes over every instance of the model, so adding one
+moves about 1/N of the keys; an instance that is unhealthy or full is not routable, so its keys
+spill to the next routable point clockwise. The ring is rebuilt only when the model's instances
+change (not when one flaps), and a lookup is a bisection: O(log n).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 from typing import Any
 
 from corral.router.instance import Instance
+from corral.router.routable import Routable
 
 VNODES = 160
 _MAX_RINGS = 64
@@ -30,33 +33,55 @@ class Ring:
         self.hashes = [h for h, _ in points]
         self.urls = [u for _, u in points]
 
+    def index(self, key: bytes) -> int:
+        """The position of the first point clockwise from ``key``'s hash."""
+        return bisect.bisect(self.hashes, _hash(key)) % len(self.hashes)
+
     def lookup(self, key: bytes) -> str:
-        """The URL owning ``key``: the first point clockwise from its hash."""
-        i = bisect.bisect(self.hashes, _hash(key))
-        return self.urls[i % len(self.urls)]
+        """The URL owning ``key``."""
+        return self.urls[self.index(key)]
 
 
-_rings: dict[tuple[str, ...], Ring] = {}
+class _InstanceRing:
+    """A ring plus its points' instances, for one generation of one model's instances."""
+
+    __slots__ = ("insts", "ring", "source")
+
+    def __init__(self, source: list[Instance]) -> None:
+        by_id = {i.id: i for i in source}  # ids, not URLs: two registrations of one URL are two
+        self.ring = Ring(list(by_id))
+        self.insts = [by_id[k] for k in self.ring.urls]
+        self.source = source  # held, so its id() is not reused while cached
 
 
-def ring_for(urls: tuple[str, ...]) -> Ring:
-    """A cached ring for this exact candidate set."""
-    ring = _rings.get(urls)
-    if ring is None:
+# id(the model's instance list) -> its ring. The pool makes a new list whenever a model's
+# instances change, so a cached ring is never stale.
+_rings: dict[int, _InstanceRing] = {}
+
+
+def _ring_for(candidates: Routable) -> _InstanceRing:
+    source = candidates.instances
+    ring = _rings.get(id(source))
+    if ring is None or ring.source is not source:
         if len(_rings) >= _MAX_RINGS:
             _rings.clear()
-        ring = _rings[urls] = Ring(list(urls))
+        ring = _rings[id(source)] = _InstanceRing(source)
     return ring
 
 
-def select(candidates: list[Instance], ctx: Any) -> Instance | None:
+def select(candidates: Routable, ctx: Any) -> Instance | None:
     """The ring owner of the request's affinity key; least loaded when there is no key."""
     key: bytes | None = ctx.affinity_key() if ctx is not None else None
     if not key:
-        return min(candidates, key=lambda i: i.outstanding)
-    urls = tuple(i.url for i in candidates)
-    owner = ring_for(urls).lookup(key)
-    for inst in candidates:
-        if inst.url == owner:
+        return candidates.least_loaded()
+    ring = _ring_for(candidates)
+    insts = ring.insts
+    if not insts:
+        return candidates.least_loaded()
+    n = len(insts)
+    i = ring.ring.index(key)
+    for k in range(n):  # the owner, or the next routable point clockwise
+        inst = insts[(i + k) % n]
+        if inst in candidates:
             return inst
-    return candidates[0]
+    return candidates.least_loaded()

@@ -6,10 +6,12 @@ import itertools
 from typing import Any
 
 from corral.router.instance import Instance
+from corral.router.routable import Routable
 
 _counter = itertools.count()
 
 
-def select(candidates: list[Instance], ctx: Any) -> Instance | None:
-    """The next candidate in rotation (one counter shared by all models)."""
-    return candidates[next(_counter) % len(candidates)]
+def select(candidates: Routable, ctx: Any) -> Instance | None:
+    """The next candidate in rotation (one counter shared by all models), O(1)."""
+    members = candidates.members
+    return members[next(_counter) % len(members)]
