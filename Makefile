@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/corral.toml
 
-.PHONY: run test lint e2e-real test-gpu bench clean venv browser redis
+.PHONY: run test lint e2e-real test-gpu bench clean venv browser redis podman image test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,34 @@ test-gpu: $(STAMP)
 e2e-real: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,llamacpp]'
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/real $(PYTEST_ARGS)
+
+# The container image (Containerfile), built offline with podman: a local Debian base
+# (deploy/image/build-base.sh, cached in IMAGE_CACHE) and wheels built here into .image/wheels.
+IMAGE ?= corral:dev
+IMAGE_CACHE ?= $(HOME)/.cache/corral-image
+DEBIAN_SUITE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+IMAGE_BASE ?= localhost/corral-base:$(DEBIAN_SUITE)
+export CONTAINERS_CONF := $(CURDIR)/deploy/image/containers.conf
+PODMAN := podman --runtime runc --cgroup-manager=cgroupfs
+
+# podman, runc and debootstrap from Debian; install them when missing (CI runs as root).
+podman:
+	@for tool in podman runc debootstrap; do command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing=1; done; \
+	  [ -z "$$missing" ] || ( command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
+	    apt-get install -y -qq podman runc debootstrap >/dev/null ) || \
+	  echo "warning: could not install podman/runc/debootstrap; make image will fail"
+
+image: $(STAMP) podman
+	rm -rf .image/wheels
+	@# async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this host's 3.11.x.
+	$(BIN)/python -m pip wheel -q --disable-pip-version-check -w .image/wheels . pip 'async-timeout>=4.0.3'
+	PATH="$$PATH:/usr/sbin:/sbin" bash deploy/image/build-base.sh $(IMAGE_BASE) $(IMAGE_CACHE)
+	$(PODMAN) build -q --network=none --format docker --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) -f Containerfile .
+	@$(PODMAN) image inspect $(IMAGE) --format 'image $(IMAGE): {{.Size}} bytes'
+
+# Registry, router and a mock backend as three containers on one podman network (tests/image).
+test-image: image
+	CORRAL_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/router_overhead.py
