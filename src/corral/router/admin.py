@@ -38,6 +38,10 @@ class Admin:
         return request.headers.get("x-request-id") or self.new_id()  # type: ignore[operator,no-any-return]
 
     def _denied(self, request: Request, rid: str) -> Reply | None:
+        return self.denied(request, rid)
+
+    def denied(self, request: Request, rid: str) -> Reply | None:
+        """The 401 to answer when the request lacks the admin token (None: allowed)."""
         if self.token is None:
             return None
         got = request.headers.get("authorization", "")

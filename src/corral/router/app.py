@@ -18,6 +18,7 @@ from corral.router.metrics import Metrics, make_renderer
 from corral.router.pool import Pool
 from corral.router.proxy import Proxy
 from corral.router.responses import error, json_response
+from corral.router.tenants import Tenants
 
 log = logging.getLogger("corral.router")
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -30,16 +31,20 @@ class Router:
         self.settings = settings
         self.pool = Pool(queue_size=settings.queue_size, aliases=settings.aliases)
         self.metrics = Metrics()
-        self.proxy = Proxy(settings, self.pool, self.metrics, policies.load(settings.policy), api_keys)
+        self.pool.on_wait = self.metrics.queue_wait
+        self.tenants = Tenants.build(settings, api_keys)
+        self.proxy = Proxy(settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants)
         self.discovery = Discovery(settings, self.pool)
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id)
-        self.render_metrics = make_renderer(self.metrics, self.pool)
+        self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants)
         self.started = time.time()
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): self.health,
             ("GET", "/metrics"): self.metrics_text,
             ("GET", "/v1/models"): self.models,
             ("GET", "/models"): self.models,
+            ("GET", "/admin/usage"): self.usage,
+            ("GET", "/admin/keys"): self.keys,
             **self.admin.routes(),
         }
 
@@ -53,12 +58,16 @@ class Router:
     async def start(self) -> None:
         """Start the upstream side and discovery."""
         await self.proxy.start()
+        if self.tenants is not None:
+            await self.tenants.start()
         await self.discovery.start()
 
     async def close(self) -> None:
         """Stop discovery and close upstream connections."""
         await self.discovery.close()
         await self.proxy.close()
+        if self.tenants is not None:
+            await self.tenants.close()
 
     def _rid(self, request: Request) -> str:
         return request.headers.get("x-request-id") or self.proxy.new_id()
@@ -86,24 +95,51 @@ class Router:
     async def models(self, request: Request, conn: Connection) -> Reply:
         """The union of served models (healthy or not) plus aliases, as OpenAI's list."""
         rid = self._rid(request)
-        if not self.proxy.authorized(request):
-            return error(401, "invalid or missing API key", rid, "invalid_api_key")
+        names = self.pool.model_names()
+        if self.tenants is not None:
+            key = self.tenants.lookup(request.headers.get("authorization"))
+            if isinstance(key, str):
+                return error(401, key, rid, "invalid_api_key")
+            names = self.tenants.allowed_models(key, names, self.pool.aliases)
         created = int(self.started)
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "corral"}
-            for name in self.pool.model_names()
-        ]
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "corral"} for name in names]
         return json_response({"object": "list", "data": data}, rid)
 
     async def cancel(self, request: Request, conn: Connection) -> Reply:
         """Abort the in-flight request with that X-Request-ID."""
         rid = self._rid(request)
-        if not self.proxy.authorized(request):
-            return error(401, "invalid or missing API key", rid, "invalid_api_key")
         target = unquote(request.path.removeprefix("/v1/cancel/"))
-        if not self.proxy.cancel(target):
+        owner = None
+        if self.tenants is not None:
+            key = self.tenants.lookup(request.headers.get("authorization"))
+            if isinstance(key, str):
+                return error(401, key, rid, "invalid_api_key")
+            owner = key.name
+        if not self.proxy.cancel(target, owner):
             return error(404, f"no request {target!r} in flight", rid, "request_not_found")
         return json_response({"id": target, "object": "cancel", "cancelled": True}, rid)
+
+    async def usage(self, request: Request, conn: Connection) -> Reply:
+        """``GET /admin/usage[?key=NAME]`` (admin token): tokens per key and model."""
+        rid = self._rid(request)
+        if (denied := self.admin.denied(request, rid)) is not None:
+            return denied
+        if self.tenants is None:
+            return json_response({"object": "usage", "since": self.started, "log": None, "data": []}, rid)
+        return json_response(self.tenants.usage.report(request.query.get("key")), rid)
+
+    async def keys(self, request: Request, conn: Connection) -> Reply:
+        """``GET /admin/keys`` (admin token): each key's in-flight, queued, tokens/minute, limits."""
+        rid = self._rid(request)
+        if (denied := self.admin.denied(request, rid)) is not None:
+            return denied
+        if self.tenants is None:
+            return json_response({"object": "list", "data": []}, rid)
+        queued: dict[str, int] = {}
+        for q in self.pool.waiters.values():
+            for name, n in q.depth_by_key().items():
+                queued[name] = queued.get(name, 0) + n
+        return json_response({"object": "list", "data": self.tenants.view(queued)}, rid)
 
 
 def api_keys_from_env(name: str) -> frozenset[str]:

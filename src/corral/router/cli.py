@@ -50,3 +50,34 @@ def register(app: typer.Typer) -> None:
         )
         policies.load(settings.policy)  # unknown policy: one-line error before binding
         run(settings)
+
+    keys = typer.Typer(help="API keys for the router: make one, store its hash.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+
+    @keys.command("new")
+    def keys_new_cmd(
+        name: str = typer.Argument(..., help="The key's name (shown in metrics, usage and logs)."),
+        models: list[str] = typer.Option(
+            None, "--models", help="Model globs it may use, e.g. 'llama-*' (repeatable) [default: all]."
+        ),
+        rpm: int = typer.Option(None, "--rpm", help="Requests per minute."),
+        tpm: int = typer.Option(None, "--tpm", help="Tokens per minute (prompt + completion)."),
+        max_concurrency: int = typer.Option(None, "--max-concurrency", help="Requests in flight at once."),
+        priority: int = typer.Option(None, "--priority", help="Queue priority, lower first [default: 0]."),
+        expires: str = typer.Option(None, "--expires", help="Expiry, ISO date or time (UTC unless given)."),
+        file: Path = typer.Option(
+            None, "--file", help="Keys file (.toml or .json) to add the hash to; without it, print a block."
+        ),
+    ) -> None:
+        """Make a new API key: print the key once, store only its sha256."""
+        from corral.router.keys_cli import keys_new
+
+        fields = {
+            "models": [p.strip() for m in models or [] for p in m.split(",") if p.strip()] or None,
+            "rpm": rpm,
+            "tpm": tpm,
+            "max_concurrency": max_concurrency,
+            "priority": priority,
+            "expires": expires,
+        }
+        typer.echo(keys_new(name, {k: v for k, v in fields.items() if v is not None}, file))

@@ -6,9 +6,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from corral.errors import ConfigError
+from corral.router.keys import KeySpec
 
 
 class _Strict(BaseModel):
@@ -68,8 +77,14 @@ class RouterSettings(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: int = Field(default=3, ge=0)  # extra attempts on other instances
     breaker: Breaker = Field(default_factory=Breaker)
-    queue_size: int = Field(default=1024, ge=0)
+    # Waiters per model, over all keys (also spelt queue_max); past it, 503 with Retry-After.
+    queue_size: int = Field(default=1024, ge=0, validation_alias=AliasChoices("queue_size", "queue_max"))
     queue_timeout_s: float = Field(default=30.0, gt=0)
+    keys: list[KeySpec] = Field(default_factory=list)  # [[router.keys]]: hashed keys, scopes, limits
+    keys_file: str | None = None  # more keys (TOML [[keys]] or JSON), re-read when it changes
+    keys_reload_s: float = Field(default=1.0, gt=0)  # how often the keys file's mtime is looked at
+    limits_store: str | None = None  # redis://... : rpm/tpm buckets shared by every router on it
+    usage_log: str | None = None  # JSON-lines file, one line per request with usage, for billing
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     probe_interval_s: float = Field(default=5.0, gt=0)  # healthy static workers
     probe_down_interval_s: float = Field(default=0.5, gt=0)  # workers out of rotation
@@ -93,6 +108,15 @@ class RouterSettings(_Strict):
         if isinstance(v, list):
             return [{"url": w} if isinstance(w, str) else w for w in v]
         return v
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> RouterSettings:
+        names = [k.name for k in self.keys]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[router.keys]] entries have the same name")
+        if len({k.key_sha256 for k in self.keys}) != len(self.keys):
+            raise ValueError("two [[router.keys]] entries have the same key_sha256")
+        return self
 
     def concurrency_for(self, url: str) -> int:
         """The configured concurrency limit of a worker URL (0 = none)."""

@@ -14,7 +14,7 @@ _PROMPT_PREFIX = 256
 class RequestContext:
     """What the router knows about one proxied request."""
 
-    __slots__ = ("_key", "body", "cancelled", "request_id", "session_id", "task")
+    __slots__ = ("_key", "body", "cancelled", "key", "request_id", "session_id", "task")
 
     def __init__(
         self, request_id: str, body: dict[str, Any], session_id: str | None, task: asyncio.Task[Any] | None
@@ -24,6 +24,7 @@ class RequestContext:
         self.session_id = session_id
         self.task = task
         self.cancelled = False
+        self.key: Any = None  # the API key (corral.router.keys.Key) when the router has keys
         self._key: bytes | None = None
 
     def rid_bytes(self) -> bytes:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from corral.router.instance import CLOSED, HALF_OPEN, OPEN
 from corral.router.pool import Pool
+
+if TYPE_CHECKING:
+    from corral.router.tenants import Tenants
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _CIRCUIT = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -47,6 +50,8 @@ class Metrics:
         self.completion_tokens: dict[str, int] = {}
         self.retries: dict[str, int] = {}
         self.errors: dict[tuple[str, int], int] = {}  # answered by the router itself
+        self.queue_waits: dict[tuple[str, str], Histogram] = {}  # (model, key name)
+        self.refusals: dict[tuple[str, str], int] = {}  # (key name, code): 401s have no key
 
     def request(self, model: str, instance: str, status: int, seconds: float) -> None:
         """One proxied request finished with ``status`` after ``seconds``."""
@@ -78,11 +83,32 @@ class Metrics:
         key = (model, status)
         self.errors[key] = self.errors.get(key, 0) + 1
 
+    def queue_wait(self, model: str, key: str, seconds: float) -> None:
+        """A request waited ``seconds`` in ``model``'s queue (served or timed out)."""
+        h = self.queue_waits.get((model, key))
+        if h is None:
+            h = self.queue_waits[(model, key)] = Histogram()
+        h.observe(seconds)
+
+    def refused(self, key: str, code: str) -> None:
+        """A key's request refused by its scope or limits (403/429)."""
+        k = (key, code)
+        self.refusals[k] = self.refusals.get(k, 0) + 1
+
+
+def _histogram(h: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
+    acc, buckets = 0, []
+    for bound, n in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
+        acc += n
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), acc))
+    h.add_metric(labels, buckets, hist.total)
+
 
 class _Collector:
-    def __init__(self, metrics: Metrics, pool: Pool) -> None:
+    def __init__(self, metrics: Metrics, pool: Pool, tenants: Tenants | None) -> None:
         self.m = metrics
         self.pool = pool
+        self.tenants = tenants
 
     def collect(self) -> Iterator[Any]:
         m = self.m
@@ -104,11 +130,7 @@ class _Collector:
         ):
             h = HistogramMetricFamily(name, doc, labels=["model"])
             for model, hist in list(data.items()):
-                acc, buckets = 0, []
-                for bound, n in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
-                    acc += n
-                    buckets.append(("+Inf" if bound == float("inf") else str(bound), acc))
-                h.add_metric([model], buckets, hist.total)
+                _histogram(h, [model], hist)
             yield h
         for name, doc, data2 in (
             ("corral_router_prompt_tokens", "Prompt tokens from usage.", m.prompt_tokens),
@@ -131,10 +153,55 @@ class _Collector:
         yield inflight
         yield healthy
         yield circuit
+        yield from self._queues()
+        if self.tenants is not None:
+            yield from self._keys(self.tenants)
+
+    def _queues(self) -> Iterator[Any]:
+        m = self.m
+        depth = GaugeMetricFamily(
+            "corral_router_queue_depth", "Requests waiting for a slot.", labels=["model", "key"]
+        )
+        for model, q in list(self.pool.waiters.items()):
+            for key, n in q.depth_by_key().items():
+                depth.add_metric([model, key or "-"], n)
+        yield depth
+        h = HistogramMetricFamily(
+            "corral_router_queue_wait_seconds", "Time requests waited in the queue.", labels=["model", "key"]
+        )
+        for (model, key), hist in list(m.queue_waits.items()):
+            _histogram(h, [model, key or "-"], hist)
+        yield h
+
+    def _keys(self, tenants: Tenants) -> Iterator[Any]:
+        # Label values are key NAMES from the config (a bounded set), never keys or digests.
+        m = self.m
+        c = CounterMetricFamily(
+            "corral_router_key_refused", "Requests refused by key scope or limits.", labels=["key", "code"]
+        )
+        for (key, code), n in list(m.refusals.items()):
+            c.add_metric([key, code], n)
+        yield c
+        families = [
+            CounterMetricFamily(name, doc, labels=["key", "model"])
+            for name, doc in (
+                ("corral_router_key_requests", "Answered requests with usage, per key."),
+                ("corral_router_key_prompt_tokens", "Prompt tokens from usage, per key."),
+                ("corral_router_key_completion_tokens", "Completion tokens from usage, per key."),
+            )
+        ]
+        for (key, model), t in list(tenants.usage.totals.items()):
+            for fam, n in zip(families, t, strict=True):
+                fam.add_metric([key, model], n)
+        yield from families
+        g = GaugeMetricFamily("corral_router_key_in_flight", "Requests in flight, per key.", labels=["key"])
+        for name, st in list(tenants.keyring.states.items()):
+            g.add_metric([name], st.in_flight)
+        yield g
 
 
-def make_renderer(metrics: Metrics, pool: Pool) -> Any:
+def make_renderer(metrics: Metrics, pool: Pool, tenants: Tenants | None = None) -> Any:
     """A function returning the Prometheus text exposition of ``metrics`` and ``pool``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(metrics, pool))  # type: ignore[arg-type]
+    registry.register(_Collector(metrics, pool, tenants))  # type: ignore[arg-type]
     return lambda: generate_latest(registry)

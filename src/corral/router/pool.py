@@ -1,7 +1,7 @@
 """The set of instances, indexed by model, with per-instance concurrency and a bounded queue.
 
 ``acquire`` picks an instance with the policy, or parks the request in the model's queue until an
-instance frees up (the first one that does gets the oldest waiter: single-slot llama.cpp servers
+instance frees up (the first one that does gets the next waiter: single-slot llama.cpp servers
 rely on this). ``release`` gives the slot back and hands it straight to a waiter.
 
 Each model's routable instances are a :class:`corral.router.routable.Routable` kept up to date by
@@ -9,6 +9,9 @@ Each model's routable instances are a :class:`corral.router.routable.Routable` k
 a full or freed concurrency slot): a request never scans the fleet. ``Instance.routable`` stays
 the one predicate of who may take traffic; an instance whose open circuit will allow a trial
 later waits in a heap keyed by that time, and comes back when a request finds it due.
+
+The queue is a :class:`~corral.router.queue.FairQueue`: by priority, then round-robin across
+API keys, and in arrival order for one key (so without keys it is a plain FIFO).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from corral.router.instance import CLOSED, Instance
+from corral.router.queue import FairQueue
 from corral.router.routable import Routable
 
 Select = Callable[[Routable, Any], Instance | None]
+# Called with (model, key name, seconds waited) for every request that waited in a queue.
+WaitHook = Callable[[str, str, float], None]
 
 
 class QueueFull(Exception):
@@ -43,7 +48,8 @@ class Pool:
         self.by_model: dict[str, list[Instance]] = {}
         self.aliases = dict(aliases or {})
         self.queue_size = queue_size
-        self.waiters: dict[str, deque[asyncio.Future[Instance]]] = {}
+        self.waiters: dict[str, FairQueue[asyncio.Future[Instance]]] = {}
+        self.on_wait: WaitHook | None = None
         self.revision = 0  # bumped on any membership change (policies cache on it)
         # Every model some instance ever served: one whose instances are all gone now is
         # unavailable (503), not unknown (404).
@@ -194,26 +200,40 @@ class Pool:
             self.refresh(inst, now)
 
     async def acquire(
-        self, model: str, select: Select, ctx: Any, timeout: float, exclude: tuple[Instance, ...] = ()
+        self,
+        model: str,
+        select: Select,
+        ctx: Any,
+        timeout: float,
+        exclude: tuple[Instance, ...] = (),
+        key: str = "",
+        priority: int = 0,
     ) -> Instance | None:
         """Like :meth:`try_acquire`, but wait in the queue when every healthy instance is busy.
 
-        Returns None when no instance is healthy at all; raises :class:`QueueFull` or
-        :class:`QueueTimeout` when waiting fails.
+        ``key`` and ``priority`` place the waiter in the fair queue (the API key's name and
+        priority). Returns None when no instance is healthy at all; raises :class:`QueueFull`
+        or :class:`QueueTimeout` when waiting fails.
         """
         inst = self.try_acquire(model, select, ctx, exclude)
         if inst is not None or not self.has_healthy(model):
             return inst
         q = self.waiters.get(model)
         if q is None:
-            q = self.waiters[model] = deque()
+            q = self.waiters[model] = FairQueue()
         if len(q) >= self.queue_size:
             raise QueueFull(model)
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        q.append(fut)
+        q.push(fut, key, priority)
+        t0 = time.monotonic()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            inst = await asyncio.wait_for(fut, timeout)
+            if self.on_wait is not None:
+                self.on_wait(model, key, time.monotonic() - t0)
+            return inst
         except TimeoutError:
+            if self.on_wait is not None:
+                self.on_wait(model, key, time.monotonic() - t0)
             raise QueueTimeout(model) from None
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
@@ -226,7 +246,7 @@ class Pool:
                 pass
 
     def release(self, inst: Instance) -> None:
-        """Give back the slot taken on ``inst`` and hand it to the oldest waiter, if any."""
+        """Give back the slot taken on ``inst`` and hand it to the next waiter, if any."""
         cur = self.instances.get(inst.id)
         if cur is not None and cur is not inst and cur.outstanding > 0:
             self._unload(cur)  # replaced while busy: the new one inherited this request's count

@@ -21,9 +21,11 @@ from corral.router.config import RouterSettings
 from corral.router.context import RequestContext
 from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
+from corral.router.keys import Key
 from corral.router.metrics import Metrics
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
+from corral.router.tenants import Tenants
 from corral.router.upstream import ConnectError, Response, Timeouts, Upstream, UpstreamError
 
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
@@ -49,14 +51,14 @@ class Proxy:
         pool: Pool,
         metrics: Metrics,
         select: Select,
-        api_keys: frozenset[str],
+        tenants: Tenants | None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.metrics = metrics
         self.select = select
-        self.auth = frozenset("Bearer " + k for k in api_keys)
-        self.forward_auth = not api_keys  # with router keys, the client's key is ours, not the backend's
+        self.tenants = tenants
+        self.forward_auth = tenants is None  # with router keys, the client's key is ours, not the backend's
         self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
         self.inflight: dict[str, RequestContext] = {}
         self._ids = itertools.count(1)
@@ -75,10 +77,6 @@ class Proxy:
         """Close the pooled upstream connections."""
         self.upstream.close()
 
-    def authorized(self, request: Request) -> bool:
-        """Whether the request carries one of the API keys (always true without keys)."""
-        return not self.auth or request.headers.get("authorization") in self.auth
-
     def new_id(self) -> str:
         """A process-unique request id (cheaper than uuid4 on the hot path)."""
         return self._id_prefix + format(next(self._ids), "012x")
@@ -92,8 +90,13 @@ class Proxy:
         t0 = time.perf_counter()
         headers = request.headers
         rid = headers.get("x-request-id") or self.new_id()
-        if self.auth and headers.get("authorization") not in self.auth:
-            return error(401, "invalid or missing API key", rid, "invalid_api_key")
+        tenants = self.tenants
+        key: Key | None = None
+        if tenants is not None:
+            found = tenants.lookup(headers.get("authorization"))
+            if isinstance(found, str):
+                return error(401, found, rid, "invalid_api_key")
+            key = found
         raw = request.body
         try:
             body = json.loads(raw)
@@ -106,6 +109,8 @@ class Proxy:
             return error(400, "missing 'model' in request body", rid, "missing_model")
         pool = self.pool
         target = pool.aliases.get(model, model)
+        if key is not None and not (key.allows(model) or key.allows(target)):
+            return self._out_of_scope(key, model, rid)
         if target not in pool.by_model:
             return self._no_instances(model, target, rid)
         path = request.raw_path
@@ -128,11 +133,36 @@ class Proxy:
                 head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
         head += b"\r\nContent-Length: %d\r\n" % len(raw)
         ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
+        if key is None:
+            self.inflight[rid] = ctx
+            try:
+                return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
+            finally:
+                self.inflight.pop(rid, None)
+        if key.limited:
+            assert tenants is not None
+            refusal = await tenants.admit(key)
+            if refusal is not None:
+                self.metrics.refused(key.name, refusal.code)
+                return error(429, refusal.message, rid, refusal.code, refusal.retry_after)
+        ctx.key = key
+        state = key.state
+        state.in_flight += 1
         self.inflight[rid] = ctx
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
+            state.in_flight -= 1
             self.inflight.pop(rid, None)
+
+    def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
+        """403 naming the models this key may use."""
+        assert self.tenants is not None
+        allowed = self.tenants.allowed_models(key, self.pool.model_names(), self.pool.aliases)
+        names = ", ".join(allowed) or "none served now (patterns: " + ", ".join(key.patterns) + ")"
+        self.metrics.refused(key.name, "model_not_allowed")
+        message = f"key {key.name!r} may not use model {model!r}; it may use: {names}"
+        return error(403, message, rid, "model_not_allowed")
 
     async def _route(
         self,
@@ -148,14 +178,17 @@ class Proxy:
         pool, rid, settings = self.pool, ctx.request_id, self.settings
         tried: tuple[Instance, ...] = ()
         last = "no healthy instance"
+        key = ctx.key
+        name, prio = (key.name, key.priority) if key is not None else ("", 0)
+        timeout = settings.queue_timeout_s
         for attempt in range(settings.retries + 1):
             try:
-                inst = await pool.acquire(model, self.select, ctx, settings.queue_timeout_s, tried)
+                inst = await pool.acquire(model, self.select, ctx, timeout, tried, name, prio)
                 if inst is None and tried:
                     # Every other instance is out: back off a little, then try any again.
                     await asyncio.sleep(0.05 * attempt * (0.5 + random.random()))
                     tried = ()
-                    inst = await pool.acquire(model, self.select, ctx, settings.queue_timeout_s)
+                    inst = await pool.acquire(model, self.select, ctx, timeout, (), name, prio)
             except QueueFull:
                 self.metrics.error(model, 503)
                 return error(503, f"too many requests queued for {model!r}", rid, "queue_full", 1)
@@ -248,6 +281,8 @@ class Proxy:
                     usage = sse.usage_at(data)
                     if usage is not None:
                         self.metrics.usage(model, *usage)
+                        if ctx.key is not None:
+                            self._charge(ctx, model, usage)
             else:
                 inst.on_failure()
             self.metrics.request(model, inst.url, status, time.perf_counter() - t0)
@@ -320,12 +355,23 @@ class Proxy:
             conn.on_resume = None
         if sink.usage is not None:
             metrics.usage(model, *sink.usage)
+            if ctx.key is not None:
+                self._charge(ctx, model, sink.usage)
         metrics.request(model, inst.url, status, time.perf_counter() - t0)
 
-    def cancel(self, request_id: str) -> bool:
-        """Abort the in-flight request with this id; False when there is none."""
+    def _charge(self, ctx: RequestContext, model: str, usage: tuple[int, int]) -> None:
+        assert self.tenants is not None and ctx.key is not None
+        self.tenants.record(ctx.request_id, ctx.key, model, usage[0], usage[1])
+
+    def cancel(self, request_id: str, owner: str | None = None) -> bool:
+        """Abort the in-flight request with this id; False when there is none.
+
+        With keys, ``owner`` is the caller's key name: a key cancels only its own requests.
+        """
         ctx = self.inflight.get(request_id)
         if ctx is None or ctx.task is None or ctx.task.done():
+            return False
+        if owner is not None and (ctx.key is None or ctx.key.name != owner):
             return False
         ctx.cancelled = True
         ctx.task.cancel()
