@@ -11,7 +11,9 @@ import os
 import re
 import shlex
 import sys
+from datetime import date, datetime, time
 from pathlib import Path
+from typing import Any
 
 from corral.config.gpus import GpuPlanner, GpuShortage, Placement, candidate_inventory
 from corral.config.graph import check_acyclic, start_order
@@ -171,13 +173,32 @@ class _Builder:
             argv += ["--api-keys-env", rt.api_keys_env, "--config", router_toml]
             if self.registry_url:
                 argv += ["--registry-url", self.registry_url]
-            table = {
-                k: v for k, v in router_table(self.c).items() if k not in ("host", "port", "registry_url")
-            }
+            table = self._router_file_table()
             self._corral_server("router", argv, rt.port, self._needs_registry())
             self.processes[-1] = self.processes[-1].model_copy(
                 update={"files": {router_toml: dump_table("router", table)}, "token": rt.admin_token}
             )
+
+    def _router_file_table(self) -> dict[str, Any]:
+        """``[router]`` as the router's file holds it: paths made absolute (they are relative to
+        corral.toml, the router reads its file from the state dir), key expiries as ISO text, and
+        rate limits shared through the registry's Redis when the registry runs on one."""
+        skip = ("host", "port", "registry_url")
+        table = {k: v for k, v in router_table(self.c).items() if k not in skip}
+        for name in ("keys_file", "usage_log"):
+            if isinstance(table.get(name), str):
+                table[name] = str((self.base / table[name]).resolve())
+        if isinstance(table.get("keys"), list):
+            table["keys"] = [
+                {k: v.isoformat() if isinstance(v, date | datetime | time) else v for k, v in entry.items()}
+                if isinstance(entry, dict)
+                else entry
+                for entry in table["keys"]
+            ]
+        store = self.c.registry.store
+        if self.c.registry.enabled and store.startswith(("redis://", "rediss://", "unix://")):
+            table.setdefault("limits_store", store)
+        return table
 
     def _needs_registry(self) -> list[Dependency]:
         # "started", not "healthy": the router's watch and the sitter's heartbeater both retry
