@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/corral.toml
 
-.PHONY: run test lint e2e-real test-gpu bench clean venv browser redis podman image test-image
+.PHONY: run test lint e2e-real test-gpu test-multihost bench clean venv browser redis podman image test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,6 +77,14 @@ image: $(STAMP) podman
 # Registry, router and a mock backend as three containers on one podman network (tests/image).
 test-image: image
 	CORRAL_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
+
+# Hosts as network namespaces (tests/multihost, docs/multihost.md): root only, skipped otherwise;
+# under 2 minutes. It creates and removes its own namespaces on a private subnet.
+test-multihost: $(STAMP) redis
+	@command -v ip >/dev/null 2>&1 || \
+	  ( command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null) ) || \
+	  echo "warning: could not install iproute2; the multi-host test will be skipped"
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/multihost $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/router_overhead.py

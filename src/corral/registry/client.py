@@ -139,20 +139,25 @@ class RegistryClient:
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
         """One request, failing over between registries; every failure maps to a RegistryError
         (the single error boundary here)."""
-        for tries_left in range(len(self.urls) - 1, -1, -1):
+        start = self._current  # calls run concurrently: each walks the list from where it began
+        n = len(self.urls)
+        for i in range(n):
+            index = (start + i) % n
             try:
-                return await self._call_one(method, path, body, params)
+                result = await self._call_one(self.urls[index], method, path, body, params)
             except RegistryUnavailable as exc:
-                if tries_left == 0:
+                if i == n - 1:
                     raise
                 log.info("%s; trying the next registry", exc)
-                self._next()
+                continue
+            self._current = index
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call_one(
-        self, method: str, path: str, body: dict[str, Any] | None, params: dict[str, Any]
+        self, base: str, method: str, path: str, body: dict[str, Any] | None, params: dict[str, Any]
     ) -> Any:
-        url = self.base_url + path
+        url = base + path
         query = {k: v for k, v in params.items() if v is not None}
         for attempt in (1, 2):
             try:
@@ -166,9 +171,9 @@ class RegistryClient:
                 # A pooled keep-alive connection to a registry that restarted: every call of this
                 # API is idempotent (re-register uses the same id), so one retry is safe.
                 if attempt == 2:
-                    raise RegistryUnavailable(f"registry {self.base_url} unreachable: {exc!r}") from exc
+                    raise RegistryUnavailable(f"registry {base} unreachable: {exc!r}") from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise RegistryUnavailable(f"registry {self.base_url} unreachable: {exc!r}") from exc
+                raise RegistryUnavailable(f"registry {base} unreachable: {exc!r}") from exc
         if status < 300:
             return json.loads(text) if text else None
         try:

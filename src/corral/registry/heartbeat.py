@@ -115,7 +115,10 @@ class Heartbeater:
                 failures += 1
                 self.registered.clear()
                 self._sent = -1  # re-send the desired state once the registry answers again
-                wait = backoff(failures, 0.2, self.interval_s)
+                # Up to half an interval: a registry that is back (a healed link, a restarted
+                # registry) is found well within the lease, so the instance is back in rotation
+                # about as fast as its host is back on the network.
+                wait = backoff(failures, 0.1, max(0.1, self.interval_s / 2))
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(
                     level, "registry heartbeat for %s failed (%s); retrying in %.1fs", self.service, exc, wait

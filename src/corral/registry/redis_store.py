@@ -49,6 +49,7 @@ DEFAULT_PREFIX = "corral:registry:"
 SWEEP_S = 10.0  # with keyspace notifications the sweep is only a safety net
 SWEEP_NO_NOTIFY_S = 1.0  # without them it is how expiry is noticed
 _CAS_TRIES = 20
+FOLLOW_BLOCK_MS = 1000
 T = TypeVar("T")
 
 
@@ -298,7 +299,10 @@ class RedisStore:
 
     async def _follow_once(self) -> None:
         while True:
-            got = await self._r.xread({self._events: self._position}, count=1000, block=5000)
+            # Block well under redis-py's socket timeout (5 s by default in redis-py 8): a block
+            # as long as that timeout races it, and a lost race dropped the connection and
+            # stalled the followers (and every watcher behind them) for the retry backoff.
+            got = await self._r.xread({self._events: self._position}, count=1000, block=FOLLOW_BLOCK_MS)
             for _, entries in got or []:
                 for eid, fields in entries:
                     self.events.add(_revision(eid), fields[b"e"])
@@ -335,10 +339,13 @@ class RedisStore:
         """Run ``body`` forever, reconnecting with backoff when Redis goes away."""
         delay = 0.1
         while True:
+            began = time.monotonic()
             try:
                 await body()
                 return
             except (RedisError, StoreUnavailable) as exc:
+                if time.monotonic() - began > 5.0:
+                    delay = 0.1  # it had been working: a fresh failure, not the same outage
                 log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

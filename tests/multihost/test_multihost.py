@@ -1,0 +1,144 @@
+"""corral across hosts on a real (namespaced) network: routing, partitions, failover, reboots.
+
+The scenarios run in order on one fleet (see ``fleet.py``); each starts from and returns to a
+fleet where both routers route ``m`` to C and D and ``c`` to C. Figures land in figures.json.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from fleet import CONNECT_TIMEOUT_S, LEASE_S, Fleet, Load
+from lan import wait
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def test_requests_through_either_router_reach_c_and_d(fleet: Fleet) -> None:
+    before = {h: fleet.served_by(h) for h in ("a", "b")}
+    for h in ("a", "b"):
+        client = fleet.client(h)
+        for _ in range(20):
+            assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+        assert client.chat.completions.create(**{**CHAT, "model": "c"}).choices  # type: ignore[call-overload]
+        client.close()
+    for h in ("a", "b"):
+        after = fleet.served_by(h)
+        grew = {u for u, n in after.items() if n > before[h].get(u, 0)}
+        assert {fleet.backend_url("m-c"), fleet.backend_url("m-d"), fleet.backend_url("c-c")} <= grew, after
+    # The sitters registered the address of their LAN interface, derived from --host 0.0.0.0.
+    urls = {i["url"] for i in fleet.instances("b") if i["kind"] == "backend"}
+    assert urls == {fleet.backend_url(n) for n in ("m-c", "c-c", "m-d")}
+
+
+def test_partition_c_then_heal(fleet: Fleet) -> None:
+    c_urls = {fleet.backend_url("m-c"), fleet.backend_url("c-c")}
+    with Load(fleet) as load:
+        wait(lambda: load.count_since(time.monotonic() - 1) > 10, 30, "load running")
+        t_cut = time.monotonic()
+        fleet.net.link("c", up=False)
+        # Both routers stop sending to C within the lease (a connect error, or the lease runs out).
+        out = [
+            wait(lambda h=h: not (fleet.routable(h, "m") & c_urls), LEASE_S + 3, f"router {h} drops C")  # type: ignore[misc]
+            for h in ("a", "b")
+        ]
+        dropped_s = time.monotonic() - t_cut
+        # The lease runs out: C's instances leave the registry; c is known, so 503 at once.
+        wait(
+            lambda: not (c_urls & {i["url"] for i in fleet.instances("a")}), LEASE_S + 5, "C's lease expires"
+        )
+        with httpx.Client(timeout=10) as h:
+            t0 = time.monotonic()
+            r = h.post(
+                fleet.router("a") + "/v1/chat/completions",
+                json={**CHAT, "model": "c"},
+                headers={"Authorization": "Bearer sk-multihost-client-key"},
+            )
+            c_503_s = time.monotonic() - t0
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
+        assert c_503_s < 0.5
+        t_heal = time.monotonic()
+        fleet.net.link("c", up=True)
+        # Polled lean (one keep-alive request per router per round): the figure is the fleet's.
+        back = {h: wait(lambda h=h: fleet.ready_on(h), 10, f"C back on router {h}") for h in ("a", "b")}  # type: ignore[misc]
+        back_s = time.monotonic() - t_heal
+        wait(lambda: load.count_since(time.monotonic() - 0.5) > 5, 10, "load still running")
+    summary = load.summary()
+    fleet.figures["partition"] = {
+        "routers_drop_c_s": [round(x, 2) for x in out],
+        "both_dropped_after_s": round(dropped_s, 2),
+        "c_503_s": round(c_503_s, 3),
+        "heal_back_in_rotation_s": round(back_s, 2),
+        "heal_router_a_s": round(back["a"], 2),
+        "heal_total_s": round(time.monotonic() - t_heal, 2),
+        **summary,
+    }
+    assert load.failed() == [], load.failed()[:5]
+    assert dropped_s <= LEASE_S + 1
+    # No request waited on C's silence much longer than the LAN connect timeout.
+    assert summary["max_s"] < CONNECT_TIMEOUT_S + 1.0, summary
+    assert back_s <= 2.0 + 0.5, back_s
+
+
+def test_registry_a_killed_sitters_fail_over_to_b(fleet: Fleet) -> None:
+    all_backends = sorted(fleet.backend_url(n) for n in ("m-c", "c-c", "m-d"))
+    with Load(fleet) as load:
+        wait(lambda: load.count_since(time.monotonic() - 1) > 5, 30, "load running")
+        fleet.kill("registry-a")
+        t_kill = time.monotonic()
+        # Leases are renewed through B (several lease periods pass): nothing expires anywhere.
+        while time.monotonic() - t_kill < 2 * LEASE_S:
+            assert fleet.backends("b") == all_backends
+            assert fleet.fleet_ready()
+            time.sleep(0.2)
+        failed = list(load.failed())
+        fleet.start_registry("a")
+        wait(
+            lambda: fleet.http.get(fleet.registry("a") + "/health").status_code == 200, 60, "registry A back"
+        )
+        assert fleet.backends("a") == all_backends
+    fleet.figures["registry_a_killed"] = {"held_s": round(2 * LEASE_S, 1), **load.summary()}
+    assert failed == [] and load.failed() == [], load.failed()[:5]
+
+
+def test_redis_stopped_then_back(fleet: Fleet) -> None:
+    all_backends = sorted(fleet.backend_url(n) for n in ("m-c", "c-c", "m-d"))
+    with Load(fleet) as load:
+        wait(lambda: load.count_since(time.monotonic() - 1) > 5, 30, "load running")
+        fleet.kill("redis")
+        t_stop = time.monotonic()
+        # Longer than a lease: routers keep routing on what they know (nothing expires).
+        while time.monotonic() - t_stop < LEASE_S + 1:
+            assert fleet.fleet_ready()
+            time.sleep(0.2)
+        # Writes are refused meanwhile (503: the sitters keep retrying), not lost.
+        r = fleet.http.post(fleet.registry("b") + "/v1/instances", json={"service": "x", "url": "http://x:1"})
+        assert r.status_code in (401, 503), r.text
+        fleet.start_redis()  # empty (no persistence): every sitter re-registers under its own id
+        t_back = time.monotonic()
+        resumed_s = wait(lambda: fleet.backends("a") == all_backends, 30, "every backend registered again")
+        assert fleet.backends("b") == all_backends  # one view through either registry, no duplicates
+        wait(fleet.fleet_ready, 15, "both routers ready")
+        urls = [w["url"] for h in ("a", "b") for w in fleet.workers(h)]
+        assert sorted(urls) == sorted(all_backends * 2), urls  # no duplicate instance in any router
+    fleet.figures["redis_stopped"] = {
+        "down_s": round(t_back - t_stop, 1),
+        "writes_resumed_s": round(resumed_s, 2),
+        **load.summary(),
+    }
+    assert load.failed() == [], load.failed()[:5]
+
+
+def test_reboot_d(fleet: Fleet) -> None:
+    d = fleet.backend_url("m-d")
+    with Load(fleet) as load:
+        wait(lambda: load.count_since(time.monotonic() - 1) > 5, 30, "load running")
+        fleet.net.kill_host("d")  # sitter and backend gone at once, nothing deregistered
+        fleet.start_sitter("m-d")
+        back_s = wait(fleet.fleet_ready, 60, "D back in rotation on both routers")
+        assert fleet.backends("a").count(d) == 1
+        assert [w["url"] for w in fleet.workers("a")].count(d) == 1
+        wait(lambda: load.count_since(time.monotonic() - 0.5) > 3, 10, "load still running")
+    fleet.figures["reboot_d"] = {"back_in_rotation_s": round(back_s, 2), **load.summary()}
+    assert load.failed() == [], load.failed()[:5]
