@@ -178,7 +178,7 @@ def test_replicas_from_glob_one_per_file_sorted(tmp_path: Path) -> None:
         'replicas_from = "models/*.gguf"\nport = 28100\n'
     )
     plan = load_plan(write(tmp_path, text))
-    files = [p.argv[p.argv.index("--path") + 1] for p in plan.processes if p.entry == "ll"]
+    files = [p.sitter.path for p in plan.processes if p.entry == "ll" and p.sitter]
     assert files == [str(models / "a.gguf"), str(models / "b.gguf")]
     none = write(tmp_path, text.replace("*.gguf", "*.none"), "none.toml")
     assert "backend[0].replicas_from" in error_of(none)
@@ -205,8 +205,9 @@ def test_start_order_dependencies_and_conditions(tmp_path: Path) -> None:
     chat1 = plan.get("chat-1")
     assert chat1 is not None and chat1.kind == "sitter"
     assert chat1.ports == {"api": 28110, "sitter": 28111}
-    assert chat1.argv[:4] == [sys.executable, "-m", "corral", "sit"]
-    assert "--registry-url" in chat1.argv and [d.name for d in chat1.depends_on] == ["registry"]
+    assert chat1.argv[:5] == [sys.executable, "-m", "corral", "sit", "--settings"]
+    assert chat1.sitter and chat1.sitter.registry_url == "http://127.0.0.1:28000"
+    assert [d.name for d in chat1.depends_on] == ["registry"]
     assert plan.levels()["web"] == 2
 
 
@@ -220,8 +221,9 @@ def test_tokens_stay_off_the_command_line(tmp_path: Path) -> None:
         assert not any("secret" in a for a in p.argv), p.name
     registry, router, a0 = plan.get("registry"), plan.get("router"), plan.get("a-0")
     assert registry and router and a0
-    assert a0.env["CORRAL_REGISTRY_TOKEN"] == "regsecret"
-    assert 'admin_token" = "adminsecret"' in next(iter(router.files.values()))
+    assert a0.sitter and a0.sitter.registry_token == "regsecret" and "CORRAL_REGISTRY_TOKEN" not in a0.env
+    assert '"regsecret"' in a0.files[a0.argv[-1]]  # in the private settings file the argv names
+    assert 'admin_token = "adminsecret"' in next(iter(router.files.values()))
 
 
 def test_router_table_is_checked_against_the_routers_schema(tmp_path: Path) -> None:

@@ -1,53 +1,46 @@
-"""Dependency graphs: cycle detection that names the cycle, and a stable topological order."""
+"""Dependency graphs on the stdlib's graphlib: the cycle, named, and a stable start order."""
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Mapping, Sequence
 
 
 def check_acyclic(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     """A cycle as ``[a, b, a]`` if ``graph`` (node -> dependencies) has one, else None."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for dep in graph.get(node, ()):
-            if state.get(dep) == 1:
-                return [*path[path.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before the one that depends on it; we say "a -> b": a needs b,
+        # starting from the cycle's node the config lists first.
+        ring = list(reversed(exc.args[1]))[:-1]
+        order = {n: i for i, n in enumerate(graph)}
+        start = ring.index(min(ring, key=lambda n: order.get(n, len(order))))
+        ring = ring[start:] + ring[:start]
+        return [*ring, ring[0]]
     return None
 
 
 def start_order(nodes: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     """Topological order (dependencies first) that keeps the given order wherever it can.
 
-    Dependencies on names not in ``nodes`` are ignored; the caller has checked for cycles.
+    Dependencies on names not in ``nodes`` are ignored; raises ValueError naming a cycle.
     """
     known = {n for n, _ in nodes}
-    pending = [(n, {d for d in deps if d in known}) for n, deps in nodes]
-    done: set[str] = set()
+    rank = {n: i for i, (n, _) in enumerate(nodes)}
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for name, deps in nodes:
+        sorter.add(name, *(d for d in deps if d in known))
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        raise ValueError(f"dependency cycle: {' -> '.join(reversed(exc.args[1]))}") from None
+    ready: set[str] = set()
     order: list[str] = []
-    while pending:
-        for i, (name, deps) in enumerate(pending):
-            if deps <= done:
-                order.append(name)
-                done.add(name)
-                del pending[i]
-                break
-        else:
-            raise ValueError(f"dependency cycle among {[n for n, _ in pending]}")
+    while sorter.is_active():
+        ready.update(sorter.get_ready())
+        first = min(ready, key=rank.__getitem__)  # the earliest ready one, as the config lists them
+        ready.discard(first)
+        order.append(first)
+        sorter.done(first)
     return order

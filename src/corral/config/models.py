@@ -6,6 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.settings.probe import Probe
+from corral.settings.restart import RestartPolicy
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 Preset = Literal["mock", "vllm", "sglang", "llama.cpp", "command", "InfiniLM", "InfiniLM-Rust"]
@@ -21,37 +24,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ProbeConfig(Strict):
-    """A health probe, Kubernetes semantics (mirrors ``corral.proc.Probe``); one of http/tcp/exec."""
-
-    http: str | None = None
-    expect_status: int = 200
-    tcp: str | None = None
-    exec: list[str] | None = None
-    initial_delay_s: float = Field(default=0, ge=0)
-    period_s: float = Field(default=2, gt=0)
-    timeout_s: float = Field(default=1, gt=0)
-    success_threshold: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ProbeConfig:
-        kinds = [k for k in ("http", "tcp", "exec") if getattr(self, k)]
-        if len(kinds) != 1:
-            raise ValueError("a probe needs exactly one of http, tcp or exec")
-        return self
-
-
-class RestartConfig(Strict):
-    """Restart policy of a supervised process (mirrors ``corral.proc.RestartPolicy``)."""
-
-    policy: Literal["always", "on-failure", "never"] = "always"
-    max_restarts: int = Field(default=10, ge=0)
-    window_s: float = Field(default=300, gt=0)
-    backoff_initial_s: float = Field(default=1, ge=0)
-    backoff_factor: float = Field(default=2, ge=1)
-    backoff_max_s: float = Field(default=60, ge=0)
-    stable_after_s: float = Field(default=30, ge=0)
+# The probe and restart policy are the shared models (corral.settings): config, launcher, sitter
+# and corral.proc validate them the same way. The old names stay for callers.
+ProbeConfig = Probe
+RestartConfig = RestartPolicy
 
 
 class Dependency(Strict):
@@ -174,10 +150,10 @@ class ServiceConfig(_Entry):
     """``[[service]]``: any other process, supervised the same way."""
 
     command: list[str] = Field(min_length=1)
-    health: str | list[str] | ProbeConfig | None = None
+    health: str | list[str] | Probe | None = None
     tags: list[str] = []
     openai: bool = False
-    restart: RestartConfig = RestartConfig()
+    restart: RestartPolicy = RestartPolicy()
     start_timeout_s: float = Field(default=600, gt=0)
     settle_s: float = Field(default=1.0, ge=0)  # without health: healthy once up this long
 
@@ -191,8 +167,10 @@ class ServiceConfig(_Entry):
     @field_validator("health")
     @classmethod
     def _health_form(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith(("http://", "https://", "tcp://")):
-            raise ValueError('must be "http://...", "tcp://host:port", an exec argv list or a probe table')
+        # The shorthand is checked as the probe it becomes, so `http:///health` fails here,
+        # naming the field, and never later in the launcher.
+        if isinstance(value, str | list):
+            Probe.shorthand(value)
         return value
 
 

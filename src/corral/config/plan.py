@@ -9,11 +9,13 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shlex
 import sys
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
 
 from corral.config.gpus import GpuPlanner, GpuShortage, Placement, candidate_inventory
 from corral.config.graph import check_acyclic, start_order
@@ -23,13 +25,12 @@ from corral.config.models import (
     BackendConfig,
     Config,
     Dependency,
-    ProbeConfig,
     ServiceConfig,
 )
 from corral.config.plan_models import Kind, Plan, ProcessPlan
-from corral.config.tomlout import dump_table
 from corral.errors import ConfigError
 from corral.gpu.placement import gpu_env
+from corral.settings import Probe, SitterSettings
 
 # Readiness is polled quickly so `corral up` is fast; liveness slowly so idle costs nothing.
 _READY_PERIOD_S = 0.2
@@ -49,21 +50,24 @@ def fill(text: str, ctx: dict[str, str], *, file: str, field: str) -> str:
     return _PLACEHOLDER.sub(one, text)
 
 
-def _http_probe(url: str, ready: bool) -> ProbeConfig:
+def _http_probe(url: str, ready: bool) -> Probe:
     period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
-    return ProbeConfig(http=url, period_s=period, timeout_s=2, failure_threshold=3)
+    return Probe(http=url, period_s=period, timeout_s=2, failure_threshold=3)
 
 
-def _probe_from(health: str | list[str] | ProbeConfig, ready: bool) -> ProbeConfig:
+def _probe_from(health: str | list[str], ready: bool) -> Probe:
     """A ``health`` shorthand -> probe (fast period for readiness, slow for liveness)."""
-    if isinstance(health, ProbeConfig):
-        return health
     period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
     if isinstance(health, list):
-        return ProbeConfig(exec=health, period_s=period, timeout_s=5)
+        return Probe.shorthand(health, period_s=period, timeout_s=5)
     if health.startswith("tcp://"):
-        return ProbeConfig(tcp=health.removeprefix("tcp://").rstrip("/"), period_s=period)
-    return _http_probe(health, ready)
+        return Probe.shorthand(health, period_s=period)
+    return Probe.shorthand(health, period_s=period, timeout_s=2, failure_threshold=3)
+
+
+def _toml_table(name: str, table: dict[str, object]) -> str:
+    """``[name]`` with the table's non-None entries (TOML has no null)."""
+    return tomli_w.dumps({name: {k: v for k, v in table.items() if v is not None}})
 
 
 class _Builder:
@@ -176,7 +180,7 @@ class _Builder:
             table = self._router_file_table()
             self._corral_server("router", argv, rt.port, self._needs_registry())
             self.processes[-1] = self.processes[-1].model_copy(
-                update={"files": {router_toml: dump_table("router", table)}, "token": rt.admin_token}
+                update={"files": {router_toml: _toml_table("router", table)}, "token": rt.admin_token}
             )
 
     def _router_file_table(self) -> dict[str, Any]:
@@ -268,40 +272,50 @@ class _Builder:
         env, cwd = self._fill_all(where, ctx, b)
         f = lambda s, fld: fill(s, ctx, file=self.file, field=f"{where}.{fld}")  # noqa: E731
         args = [f(a, f"args[{j}]") for j, a in enumerate(b.args)]
-        argv = [self.python, "-m", "corral", "sit", "--name", name, "--host", self.host, "--port", str(port)]
-        argv += ["--service-type", b.preset, "--state-dir", str(self.state_dir / "sitters" / name)]
-        if b.model:
-            argv += ["--path", f(b.model, "model")]
         models = b.models or ([b.model] if b.model and b.preset == "mock" else [])
-        if models:
-            argv += ["--models", ",".join(models)]
+        command: str | None = None
         if isinstance(b.command, list):
             cmd = [f(a, f"command[{j}]") for j, a in enumerate(b.command)]
-            argv += ["--command", cmd[0]]
+            command = cmd[0]
             args = cmd[1:] + args
         elif b.command:
-            argv += ["--command", f(b.command, "command")]
-        if args:
-            argv += ["--args", shlex.join(args)]
-        if cwd:
-            argv += ["--work-dir", cwd]
-        for k, v in env.items():
-            argv += ["--env", f"{k}={v}"]
-        optional = {
-            "--health-path": b.health_path,
-            "--max-concurrency": b.max_concurrency,
-            "--registry-url": self.registry_url,
+            command = f(b.command, "command")
+        given: dict[str, object] = {
+            "name": name,
+            "host": self.host,
+            "port": port,
+            "service_type": b.preset,
+            "state_dir": str(self.state_dir / "sitters" / name),
+            "path": f(b.model, "model") if b.model else None,
+            "models": models,
+            "command": command,
+            "args": args,
+            "work_dir": cwd,
+            "env": env,  # may hold secrets: the settings file is private, never argv
+            "health_path": b.health_path,
+            "max_concurrency": b.max_concurrency,
+            "registry_url": self.registry_url,
+            "registry_token": self.c.registry.token if self.registry_url else None,
             # With a registry the router learns of the backend from it; without, tell it directly.
-            "--router-url": None if self.registry_url else self.router_url,
-            "--max-restarts": b.max_restarts,
-            "--restart-delay": b.restart_delay,
-            "--heartbeat-interval": b.heartbeat_interval,
-            "--gpus": ctx["gpus"] or None,
-            "--gpu-release-timeout": b.gpu_release_timeout_s,
+            "router_url": None if self.registry_url else self.router_url,
+            "max_restarts": b.max_restarts,
+            "restart_delay": b.restart_delay,
+            "heartbeat_interval": b.heartbeat_interval,
+            "gpus": gpus,
+            "gpu_release_timeout": b.gpu_release_timeout_s,
+            "admin_token": b.admin_token,
         }
-        for flag, value in optional.items():
-            if value is not None:
-                argv += [flag, str(value)]
+        try:
+            settings = SitterSettings.model_validate({k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise self.err(
+                str(err["msg"]).removeprefix("Value error, "), f"{where}.{err['loc'][0]}"
+            ) from None
+        # The file name carries a digest of the settings: the sitter's argv (its identity when a
+        # launcher adopts it) changes exactly when its settings do.
+        settings_file = str(self.state_dir / "sitters" / name / f"settings-{settings.digest()}.json")
+        argv = [self.python, "-m", "corral", "sit", "--settings", settings_file]
         sitter_url = f"http://{self.host}:{port + 1}"
         return ProcessPlan(
             name=name,
@@ -311,13 +325,13 @@ class _Builder:
             source=where,
             replica=i,
             argv=argv,
-            env=self._sitter_env(b, ctx, gpus),
+            env=gpu_env(gpus) if gpus else {},
             ports={"api": port, "sitter": port + 1, **self._named_ports(ctx)},
             url=f"http://{self.host}:{port}",
             # The sitter answers /health 200 only while its backend is healthy; a backend that
             # restarts must not get its sitter killed, so liveness only checks the sitter is up.
             readiness=_http_probe(f"{sitter_url}/health", ready=True),
-            liveness=ProbeConfig(tcp=f"{self.host}:{port + 1}", period_s=_LIVE_PERIOD_S),
+            liveness=Probe(tcp=f"{self.host}:{port + 1}", period_s=_LIVE_PERIOD_S),
             depends_on=[*self._needs_registry(), *b.depends_on],
             gpus=gpus,
             models=models,
@@ -326,16 +340,9 @@ class _Builder:
             openai=True,
             stop_grace_s=max(b.stop_grace_s, 15),
             start_timeout_s=24 * 3600,  # big models load for long; the sitter owns the backend's timeouts
+            files={settings_file: settings.file_text()},
+            sitter=settings,
         )
-
-    def _sitter_env(self, b: BackendConfig, ctx: dict[str, str], gpus: list[int]) -> dict[str, str]:
-        # Tokens go through the environment (the sitter reads these), never on the command line.
-        env: dict[str, str] = gpu_env(gpus) if gpus else {}
-        if self.registry_url and self.c.registry.token:
-            env["CORRAL_REGISTRY_TOKEN"] = self.c.registry.token
-        if b.admin_token:
-            env["CORRAL_SITTER_ADMIN_TOKEN"] = b.admin_token
-        return env
 
     def service(
         self, where: str, s: ServiceConfig, name: str, i: int, ctx: dict[str, str], gpus: list[int]
@@ -346,8 +353,7 @@ class _Builder:
             env.setdefault(k, v)
         ready = live = None
         if s.health is not None:
-            h = self._fill_health(where, s.health, ctx)
-            ready, live = _probe_from(h, ready=True), _probe_from(h, ready=False)
+            ready, live = self._fill_health(where, s.health, ctx)
         ports = {"port": int(ctx["port"])} if "port" in ctx else {}
         ports.update(self._named_ports(ctx))
         return ProcessPlan(
@@ -377,21 +383,32 @@ class _Builder:
         )
 
     def _fill_health(
-        self, where: str, h: str | list[str] | ProbeConfig, ctx: dict[str, str]
-    ) -> str | list[str] | ProbeConfig:
+        self, where: str, h: str | list[str] | Probe, ctx: dict[str, str]
+    ) -> tuple[Probe, Probe]:
+        """The readiness and liveness probes of ``health``, placeholders filled and validated
+        again (a placeholder may fill in something that is no URL)."""
         field = f"{where}.health"
-        if isinstance(h, str):
-            return fill(h, ctx, file=self.file, field=field)
-        if isinstance(h, list):
-            return [fill(a, ctx, file=self.file, field=f"{field}[{j}]") for j, a in enumerate(h)]
-        update: dict[str, object] = {}
-        if h.http:
-            update["http"] = fill(h.http, ctx, file=self.file, field=f"{field}.http")
-        if h.tcp:
-            update["tcp"] = fill(h.tcp, ctx, file=self.file, field=f"{field}.tcp")
-        if h.exec:
-            update["exec"] = [fill(a, ctx, file=self.file, field=f"{field}.exec") for a in h.exec]
-        return h.model_copy(update=update)
+        try:
+            if isinstance(h, str):
+                text = fill(h, ctx, file=self.file, field=field)
+                return _probe_from(text, ready=True), _probe_from(text, ready=False)
+            if isinstance(h, list):
+                argv = [fill(a, ctx, file=self.file, field=f"{field}[{j}]") for j, a in enumerate(h)]
+                return _probe_from(argv, ready=True), _probe_from(argv, ready=False)
+            data = h.model_dump(exclude_unset=True)
+            for key in ("http", "tcp"):
+                if data.get(key):
+                    data[key] = fill(data[key], ctx, file=self.file, field=f"{field}.{key}")
+            if data.get("exec"):
+                data["exec"] = [fill(a, ctx, file=self.file, field=f"{field}.exec") for a in data["exec"]]
+            probe = Probe(**data)
+            return probe, probe
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            sub = f".{err['loc'][0]}" if err["loc"] else ""
+            raise self.err(str(err["msg"]).removeprefix("Value error, "), field + sub) from None
+        except ValueError as exc:
+            raise self.err(str(exc), field) from None
 
     # -- whole plan -----------------------------------------------------------------------------
     def expand_dependencies(self) -> list[ProcessPlan]:

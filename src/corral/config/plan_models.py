@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from corral.config.models import Dependency, ProbeConfig, RestartConfig
+from corral.config.models import Dependency
+from corral.settings import Probe, RestartPolicy, SitterSettings
 
 Kind = Literal["registry", "router", "sitter", "service"]
 
@@ -31,21 +32,22 @@ class ProcessPlan(BaseModel):
     cwd: str | None = None
     ports: dict[str, int] = {}
     url: str | None = None
-    readiness: ProbeConfig | None = None
-    liveness: ProbeConfig | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
     depends_on: list[Dependency] = []
     gpus: list[int] = []
     models: list[str] = []
     tags: list[str] = []
     auto_start: bool = True
     openai: bool = False
-    restart: RestartConfig = RestartConfig()
+    restart: RestartPolicy = RestartPolicy()
     stop_grace_s: float = 10
     start_timeout_s: float = 600
     settle_s: float = 1.0  # without readiness: healthy once up this long (0: at spawn)
     files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text
     token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
     gpu_error: str | None = None  # placement refused this replica: it fails with this reason
+    sitter: SitterSettings | None = None  # a sitter's settings (argv names their file, in `files`)
 
 
 class Plan(BaseModel):

@@ -9,18 +9,16 @@ control API's subscribers as plain dicts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from corral.config import Plan, ProcessPlan
 from corral.launcher.openai_services import OpenAIRegistrar
 from corral.launcher.state import StateDir
-from corral.proc.events import State, StateEvent
-from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
+from corral.proc.events import EventHub, State, StateEvent
+from corral.proc.spec import ProcessSpec
 from corral.proc.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -42,11 +40,11 @@ def process_spec(p: ProcessPlan, state: StateDir) -> ProcessSpec:
         log_file=state.log_file(p.name),
         pid_file=state.pid_file(p.name),
         ports=ports,
-        readiness=Probe(**p.readiness.model_dump()) if p.readiness else None,
-        liveness=Probe(**p.liveness.model_dump()) if p.liveness else None,
+        readiness=p.readiness,
+        liveness=p.liveness,
         start_timeout_s=p.start_timeout_s,
         settle_s=p.settle_s,
-        restart=RestartPolicy(**p.restart.model_dump()),
+        restart=p.restart,
         stop_grace_s=p.stop_grace_s,
     )
 
@@ -65,50 +63,9 @@ def event_dict(ev: StateEvent) -> dict[str, Any]:
     }
 
 
-class EventFeed:
-    """Fan-out of state-change dicts to any number of async subscribers (never blocks the sender)."""
-
-    def __init__(self, maxsize: int = 1000) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._maxsize = maxsize
-        self.history: deque[dict[str, Any]] = deque(maxlen=maxsize)  # replayed to late subscribers
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.history.append(event)
-        for q in self._queues:
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()  # a slow reader loses its oldest event
-            q.put_nowait(event)
-
-    def subscribe(self, replay: bool = False) -> FeedSubscription:
-        """A subscription registered now (not on first read), so no later event is missed;
-        ``replay``: the history first. Close it when done."""
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._maxsize)
-        for ev in self.history if replay else ():
-            q.put_nowait(ev)
-        self._queues.add(q)
-        return FeedSubscription(self, q)
-
-
-class FeedSubscription:
-    """One subscriber's queue on an EventFeed."""
-
-    def __init__(self, feed: EventFeed, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._feed = feed
-        self._queue = queue
-
-    async def get(self, timeout: float) -> dict[str, Any] | None:
-        """The next event, or None after ``timeout`` s without one; the subscription stays open
-        either way (cancelling a queue read loses nothing, unlike cancelling an async generator)."""
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
-
-    def close(self) -> None:
-        """Stop receiving events."""
-        self._feed._queues.discard(self._queue)
+def EventFeed() -> EventHub[dict[str, Any]]:  # named as the class it replaced
+    """The launcher's feed of state-change dicts (behind /api/events): the last 1000 replayable."""
+    return EventHub(1000, history=1000)
 
 
 class Orchestrator:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.config import Plan, ProcessPlan
+from corral.settings.cli import as_flags
 
 _SECRET_FLAGS = ("--token", "--registry-token", "--admin-token")
 
@@ -69,3 +70,7 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     for p in plan.processes:
         console.print(f"[bold]{p.name}[/]: ", end="")
         console.print(shlex.join(masked_argv(p.argv)), soft_wrap=True, markup=False, highlight=False)
+        if p.sitter is not None:  # what the settings file says, as the flags that would say it
+            console.print(
+                "  settings: " + shlex.join(as_flags(p.sitter)), soft_wrap=True, markup=False, highlight=False
+            )

@@ -13,7 +13,7 @@ import signal
 import socket
 from pathlib import Path
 
-from corral.config import Plan
+from corral.config import Plan, ProcessPlan
 from corral.errors import SpawnError
 from corral.launcher.orchestrator import Orchestrator
 from corral.launcher.state import LauncherLock, StateDir, remove_info, write_info
@@ -36,13 +36,25 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def write_files(plan: Plan) -> None:
-    """Files the plan hands to children (the router's settings): private, since they hold tokens."""
+    """Files the plan hands to children (router and sitter settings): private, since they hold
+    tokens and backend environments."""
     for p in plan.processes:
-        for path, text in p.files.items():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+        write_process_files(p)
+
+
+def write_process_files(p: ProcessPlan) -> None:
+    """Write ``p.files`` (mode 0600); a sitter's settings files of older digests are removed."""
+    for path, text in p.files.items():
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if p.kind == "sitter" and file.name.startswith("settings-"):
+            for old in file.parent.glob("settings-*.json"):
+                if old != file:
+                    old.unlink(missing_ok=True)
 
 
 async def run_launcher(plan: Plan, *, interactive: bool) -> int:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class State(StrEnum):
@@ -39,22 +43,33 @@ class StateEvent:
     exit_code: int | None
 
 
-class Subscription(AsyncIterator[StateEvent]):
-    """An async iterator over every event published after it was created."""
+class Subscription(AsyncIterator[T]):
+    """Every event published after it was created (and the hub's history, when asked), in order:
+    iterate it, or ``get(timeout)``; ``close()`` when done."""
 
-    def __init__(self, hub: EventHub, maxsize: int) -> None:
-        self._queue: asyncio.Queue[StateEvent] = asyncio.Queue(maxsize)
+    def __init__(self, hub: EventHub[T], maxsize: int, replay: Iterable[T] = ()) -> None:
+        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize)
         self._hub = hub
         self.dropped = 0
+        for event in replay:
+            self._offer(event)
         hub._subs.add(self)
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Subscription[T]:
         return self
 
-    async def __anext__(self) -> StateEvent:
+    async def __anext__(self) -> T:
         return await self._queue.get()
 
-    def _offer(self, event: StateEvent) -> None:
+    async def get(self, timeout: float) -> T | None:
+        """The next event, or None after ``timeout`` s without one; the subscription stays open
+        either way (cancelling a queue read loses nothing, unlike cancelling an async generator)."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def _offer(self, event: T) -> None:
         if self._queue.full():
             self._queue.get_nowait()  # a slow reader loses its oldest event, never blocks us
             self.dropped += 1
@@ -69,18 +84,24 @@ class Subscription(AsyncIterator[StateEvent]):
         self.close()
 
 
-class EventHub:
-    """Publishes StateEvents to subscribers; subscriptions dropped by their owner are forgotten."""
+class EventHub(Generic[T]):
+    """Publishes events to subscribers without ever waiting; the one fan-out of corral (a
+    supervisor's StateEvents, the launcher's feed behind /api/events). Subscriptions dropped by
+    their owner are forgotten; ``history`` keeps the last N events for ``subscribe(replay=True)``."""
 
-    def __init__(self, maxsize: int = 256) -> None:
-        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+    def __init__(self, maxsize: int = 256, *, history: int = 0) -> None:
+        self._subs: weakref.WeakSet[Subscription[T]] = weakref.WeakSet()
         self._maxsize = maxsize
+        self.history: deque[T] = deque(maxlen=history)
 
-    def subscribe(self) -> Subscription:
-        """A new subscription that sees every later event."""
-        return Subscription(self, self._maxsize)
+    def subscribe(self, replay: bool = False) -> Subscription[T]:
+        """A subscription registered now (not on first read), so no later event is missed;
+        ``replay``: the history first."""
+        return Subscription(self, self._maxsize, self.history if replay else ())
 
-    def publish(self, event: StateEvent) -> None:
+    def publish(self, event: T) -> None:
         """Deliver ``event`` to every subscriber without waiting."""
+        if self.history.maxlen:
+            self.history.append(event)
         for sub in list(self._subs):
             sub._offer(event)

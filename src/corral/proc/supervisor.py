@@ -69,7 +69,7 @@ class Supervisor:
         self.last_lines: list[str] = []  # the output kept when it FAILED
         self.on_line = on_line
         self._lines: deque[str] = deque(maxlen=tail_lines)
-        self._hub = EventHub()
+        self._hub: EventHub[StateEvent] = EventHub()
         self._inbox: asyncio.Queue[Msg] | None = None
         self._owner: asyncio.Task[None] | None = None
         self._gen = 0
@@ -127,7 +127,7 @@ class Supervisor:
         """Every later StateEvent; a slow subscriber loses its oldest events, never blocks us."""
         return self._subscribe()
 
-    def _subscribe(self) -> Subscription:
+    def _subscribe(self) -> Subscription[StateEvent]:
         return self._hub.subscribe()
 
     def tail(self, n: int = 100) -> list[str]:

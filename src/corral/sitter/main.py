@@ -11,12 +11,18 @@ from corral.errors import ConfigError
 from corral.sitter.config import build_config
 
 
-def main(flags: dict[str, Any], config_file: str | None, log_level: str = "info") -> int:
+def main(
+    flags: dict[str, Any],
+    config_file: str | None,
+    log_level: str = "info",
+    *,
+    settings_file: str | None = None,
+) -> int:
     """Build the config (ConfigError -> one line, exit 2 via corral.cli) and run until signalled."""
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"unknown log level {log_level!r}", field="--log-level")
-    cfg = build_config(flags, config_file)
+    cfg = build_config(flags, config_file, settings_file)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -1,0 +1,17 @@
+"""One pydantic model per concept, shared by the config file, the launcher and the sitter.
+
+- :class:`Probe` — a health probe (Kubernetes semantics): ``[[service]] health`` tables, the
+  launcher's and the sitter's supervision.
+- :class:`RestartPolicy` — when to restart and when to give up.
+- :class:`SitterSettings` — everything one sitter is told: the launcher writes it to a private
+  file (``corral sit --settings FILE``), and ``corral sit``'s flags are derived from its fields.
+
+Each model validates once, with field-level messages; nobody copies its fields by hand. Plain
+data: this package imports nothing from the rest of corral at import time.
+"""
+
+from corral.settings.probe import Probe
+from corral.settings.restart import RestartPolicy
+from corral.settings.sitter import SitterSettings
+
+__all__ = ["Probe", "RestartPolicy", "SitterSettings"]
