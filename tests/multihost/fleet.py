@@ -6,7 +6,9 @@
     d       sitter + mock serving ``m``
     client  this test process (openai SDK)
 
-Sitters heartbeat every second (lease 3 s) to registry A, failing over to B.
+Sitters heartbeat every second (lease 3 s) to registry A, failing over to B. Between hosts
+everything is HTTPS (registries, routers, sitter APIs; a throwaway CA from ``certs``) and
+carries tokens; Redis and the mock backends stay plain (see docs/multihost.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +28,7 @@ from typing import Any
 
 import httpx
 import openai
+from certs import make_ca, make_cert
 from lan import Lan
 
 HOSTS = ["a", "b", "c", "d", "client"]
@@ -32,6 +36,8 @@ REGISTRY_PORT, ROUTER_PORT, REDIS_PORT = 18000, 8000, 6379
 API_KEY = "sk-multihost-client-key"
 ADMIN_TOKEN = "multihost-admin-token"
 REGISTRY_TOKEN = "multihost-registry-token"
+SITTER_TOKEN = "multihost-sitter-admin-token"
+SECRETS = (API_KEY, ADMIN_TOKEN, REGISTRY_TOKEN, SITTER_TOKEN)
 HEARTBEAT_S, LEASE_S = 1.0, 3.0
 CONNECT_TIMEOUT_S = 1.0  # the router's default [router.timeouts] connect
 # name -> (host, port, model)
@@ -47,13 +53,30 @@ class Fleet:
     figures: dict[str, Any] = field(default_factory=dict)
     _http: httpx.Client | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ca: Path | None = None
+    certs: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    def make_certs(self) -> None:
+        """A CA and a certificate per server host (a, b, c, d) for its LAN address."""
+        tls = self.dir / "tls"
+        self.ca = make_ca(tls)
+        for h in ("a", "b", "c", "d"):
+            self.certs[h] = make_cert(tls, h, self.net.addr[h])
+
+    def tls_args(self, host: str) -> list[str]:
+        cert, key = self.certs[host]
+        return ["--tls-cert", str(cert), "--tls-key", str(key)]
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """What the clients trust: the test CA only."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     # -- addresses -------------------------------------------------------------------------
     def registry(self, host: str) -> str:
-        return f"http://{self.net.addr[host]}:{REGISTRY_PORT}"
+        return f"https://{self.net.addr[host]}:{REGISTRY_PORT}"
 
     def router(self, host: str) -> str:
-        return f"http://{self.net.addr[host]}:{ROUTER_PORT}"
+        return f"https://{self.net.addr[host]}:{ROUTER_PORT}"
 
     def backend_url(self, name: str) -> str:
         host, port, _ = BACKENDS[name]
@@ -95,6 +118,7 @@ class Fleet:
             str(REGISTRY_PORT),
             "--store",
             store,
+            *self.tls_args(host),
             env={"CORRAL_REGISTRY_TOKEN": REGISTRY_TOKEN},
         )
 
@@ -113,6 +137,9 @@ class Fleet:
             f"{self.registry(first)},{self.registry(then)}",
             "--config",
             str(cfg),
+            *self.tls_args(host),
+            "--ca",
+            str(self.ca),
             env={"CORRAL_API_KEYS": API_KEY},
         )
 
@@ -146,10 +173,18 @@ class Fleet:
             str(state),
             "--log-level",
             "debug",
-            env={"CORRAL_REGISTRY_TOKEN": REGISTRY_TOKEN},
+            *self.tls_args(host),
+            "--ca",
+            str(self.ca),
+            env={"CORRAL_REGISTRY_TOKEN": REGISTRY_TOKEN, "CORRAL_SITTER_ADMIN_TOKEN": SITTER_TOKEN},
         )
 
+    def sitter_api(self, name: str) -> str:
+        host, port, _ = BACKENDS[name]
+        return f"https://{self.net.addr[host]}:{port + 1}"
+
     def start_all(self) -> None:
+        self.make_certs()
         self.start_redis()
         for h in ("a", "b"):
             self.start_registry(h)
@@ -170,7 +205,7 @@ class Fleet:
     def http(self) -> httpx.Client:
         """One keep-alive client for looking (a poll is one request, not a new connection)."""
         if self._http is None:
-            self._http = httpx.Client(timeout=3)
+            self._http = httpx.Client(timeout=3, verify=self.ssl_context())
         return self._http
 
     def workers(self, router_host: str) -> list[dict[str, Any]]:
@@ -211,7 +246,10 @@ class Fleet:
 
     def client(self, router_host: str, timeout: float = 15) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=self.router(router_host) + "/v1", api_key=API_KEY, max_retries=0, timeout=timeout
+            base_url=self.router(router_host) + "/v1",
+            api_key=API_KEY,
+            max_retries=0,
+            http_client=httpx.Client(timeout=timeout, verify=self.ssl_context()),
         )
 
     def fleet_ready(self) -> bool:

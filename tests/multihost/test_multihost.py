@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 import httpx
-from fleet import CONNECT_TIMEOUT_S, LEASE_S, Fleet, Load
+import pytest
+from fleet import ADMIN_TOKEN, API_KEY, CONNECT_TIMEOUT_S, LEASE_S, SECRETS, Fleet, Load
 from lan import wait
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -32,6 +33,26 @@ def test_requests_through_either_router_reach_c_and_d(fleet: Fleet) -> None:
     assert urls == {fleet.backend_url(n) for n in ("m-c", "c-c", "m-d")}
 
 
+def test_tls_everywhere_plain_http_and_wrong_tokens_refused(fleet: Fleet) -> None:
+    servers = [fleet.router("a"), fleet.registry("b"), fleet.sitter_api("m-c")]
+    for url in servers:
+        # A plain-HTTP client gets no answer from a TLS port (the handshake fails, it is closed).
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url.replace("https://", "http://") + "/health", timeout=3)
+        # A client that does not trust the fleet's CA refuses the server.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(url + "/health", timeout=3)
+        assert fleet.http.get(url + "/health").status_code == 200
+    h, bad = fleet.http, {"Authorization": "Bearer not-the-token"}
+    chat = h.post(fleet.router("b") + "/v1/chat/completions", json=CHAT, headers=bad)
+    assert chat.status_code == 401 and chat.json()["error"]["code"] == "invalid_api_key"
+    assert h.get(fleet.router("a") + "/workers", headers=bad).status_code == 401
+    reg = {"service": "intruder", "url": "http://10.18.0.9:1", "models": ["m"]}
+    assert h.post(fleet.registry("a") + "/v1/instances", json=reg, headers=bad).status_code == 401
+    assert h.post(fleet.sitter_api("m-d") + "/restart", headers=bad).status_code == 401
+    assert fleet.http.get(fleet.router("a") + "/workers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+
 def test_partition_c_then_heal(fleet: Fleet) -> None:
     c_urls = {fleet.backend_url("m-c"), fleet.backend_url("c-c")}
     with Load(fleet) as load:
@@ -48,14 +69,13 @@ def test_partition_c_then_heal(fleet: Fleet) -> None:
         wait(
             lambda: not (c_urls & {i["url"] for i in fleet.instances("a")}), LEASE_S + 5, "C's lease expires"
         )
-        with httpx.Client(timeout=10) as h:
-            t0 = time.monotonic()
-            r = h.post(
-                fleet.router("a") + "/v1/chat/completions",
-                json={**CHAT, "model": "c"},
-                headers={"Authorization": "Bearer sk-multihost-client-key"},
-            )
-            c_503_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        r = fleet.http.post(
+            fleet.router("a") + "/v1/chat/completions",
+            json={**CHAT, "model": "c"},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        c_503_s = time.monotonic() - t0
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
         assert c_503_s < 0.5
         t_heal = time.monotonic()
@@ -142,3 +162,12 @@ def test_reboot_d(fleet: Fleet) -> None:
         wait(lambda: load.count_since(time.monotonic() - 0.5) > 3, 10, "load still running")
     fleet.figures["reboot_d"] = {"back_in_rotation_s": round(back_s, 2), **load.summary()}
     assert load.failed() == [], load.failed()[:5]
+
+
+def test_no_token_in_any_log(fleet: Fleet) -> None:
+    logs = sorted(fleet.dir.glob("*.log")) + sorted(fleet.dir.glob("state-*/*.log"))
+    assert len(logs) >= 10
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in SECRETS:
+            assert secret not in text, f"{secret[:6]}... appears in {log.name}"

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         history: int = typer.Option(
             10_000, min=1, help="Changes kept so that a reconnecting watcher resumes without a snapshot."
         ),
+        tls_cert: str | None = typer.Option(None, help="PEM certificate: serve HTTPS (with --tls-key)."),
+        tls_key: str | None = typer.Option(None, help="PEM private key of --tls-cert."),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run the service registry: instances register with a lease, heartbeat, and are watched."""
@@ -43,4 +45,6 @@ def register(app: typer.Typer) -> None:
             store_url=store,
             log_level=log_level,
             history=history,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )

@@ -59,8 +59,13 @@ def serve(
     store_url: str = "memory",
     log_level: str = "info",
     history: int = DEFAULT_HISTORY,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """Serve the registry until SIGINT/SIGTERM, then write the snapshot and exit."""
+    from corral.tls import scheme, server_context
+
+    server_context(tls_cert, tls_key)  # a clear error for a bad pair before anything starts
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = make_store(store_url, state_dir, history)
     if store_url != "memory":
@@ -77,9 +82,12 @@ def serve(
         access_log=False,  # a line per heartbeat would cost more than the heartbeat
         timeout_graceful_shutdown=3,
         lifespan="on",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
     )
     log.info(
-        "registry on http://%s:%d (store %s, state dir %s, auth %s)",
+        "registry on %s://%s:%d (store %s, state dir %s, auth %s)",
+        scheme(bool(tls_cert)),
         host,
         port,
         store_url,

@@ -152,8 +152,10 @@ async def serve(settings: RouterSettings) -> None:
     router = Router(settings, api_keys_from_env(settings.api_keys_env))
     server = Server(router.dispatch, settings.max_body_bytes, router.proxy.new_id)
     await router.start()
+    from corral.tls import scheme, server_context
+
     try:
-        await server.start(settings.host, settings.port)
+        await server.start(settings.host, settings.port, server_context(settings.tls_cert, settings.tls_key))
     except BaseException:
         await router.close()
         raise
@@ -162,7 +164,8 @@ async def serve(settings: RouterSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.warning(
-        "corral router on http://%s:%d (policy %s, %d static workers, registry %s)",
+        "corral router on %s://%s:%d (policy %s, %d static workers, registry %s)",
+        scheme(bool(settings.tls_cert)),
         settings.host,
         settings.port,
         settings.policy,

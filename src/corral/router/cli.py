@@ -29,6 +29,11 @@ def register(app: typer.Typer) -> None:
             None, "--api-keys-env", help="Env var with comma-separated API keys [default: CORRAL_API_KEYS]."
         ),
         admin_token: str = typer.Option(None, "--admin-token", help="Token for the admin routes."),
+        tls_cert: str = typer.Option(
+            None, "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)."
+        ),
+        tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
+        ca: str = typer.Option(None, "--ca", help="PEM CA bundle to verify the registry (https) with."),
         config: Path = typer.Option(None, "--config", help="TOML file with a [router] table."),
     ) -> None:
         """Route OpenAI-compatible requests to healthy backend instances."""
@@ -46,9 +51,16 @@ def register(app: typer.Typer) -> None:
                 "policy": policy,
                 "api_keys_env": api_keys_env,
                 "admin_token": admin_token,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "ca": ca,
             },
         )
         policies.load(settings.policy)  # unknown policy: one-line error before binding
+        from corral.tls import client_context, server_context
+
+        server_context(settings.tls_cert, settings.tls_key)  # bad files: one-line error, too
+        client_context(settings.ca)
         run(settings)
 
     keys = typer.Typer(help="API keys for the router: make one, store its hash.", no_args_is_help=True)

@@ -69,6 +69,9 @@ class RouterSettings(_Strict):
     policy: str = "least_outstanding"
     registry_url: str | None = None  # several registries sharing one Redis: "a,b" (or a list)
     registry_timeout_s: float = Field(default=3.0, gt=0)  # connecting to / calling a registry
+    tls_cert: str | None = None  # serve HTTPS with this PEM certificate (and tls_key)
+    tls_key: str | None = None
+    ca: str | None = None  # PEM CA bundle the registry's (and https backends') certificates chain to
     workers: list[WorkerSpec] = Field(default_factory=list)
     max_concurrency: dict[str, int] = Field(default_factory=dict)  # per worker URL
     aliases: dict[str, str] = Field(default_factory=dict)

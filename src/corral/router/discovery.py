@@ -37,11 +37,16 @@ class Discovery:
         self._probing: set[str] = set()
         self.registry_connected = False
         self.revision = 0
+        self.ssl: Any = None  # the client context trusting settings.ca (None: system defaults)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Add configured workers and start the probe loop and the registry watch."""
-        self.session = aiohttp.ClientSession(timeout=_PROBE_TIMEOUT)
+        from corral.tls import client_context
+
+        self.ssl = client_context(self.settings.ca)
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
+        self.session = aiohttp.ClientSession(timeout=_PROBE_TIMEOUT, connector=connector)
         for w in self.settings.workers:
             self.add_static(w.url, w.max_concurrency)
         self.tasks.append(asyncio.create_task(self._probe_loop()))
@@ -133,7 +138,7 @@ class Discovery:
         on to the next registry of a list ``a,b``; until then the last view stays in place)."""
         from corral.registry.client import RegistryClient
 
-        client = RegistryClient(base, timeout_s=self.settings.registry_timeout_s)
+        client = RegistryClient(base, timeout_s=self.settings.registry_timeout_s, ssl=self.ssl)
         try:
             async for event in client.watch(self.revision):
                 self.registry_connected = True

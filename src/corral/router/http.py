@@ -250,11 +250,11 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind and listen."""
+    async def start(self, host: str, port: int, ssl: Any = None) -> None:
+        """Bind and listen (HTTPS with ``ssl``, an ``ssl.SSLContext``)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, backlog=2048, reuse_address=True
+            lambda: Connection(self), host, port, backlog=2048, reuse_address=True, ssl=ssl
         )
         self._sweeper = loop.create_task(self._sweep())
 

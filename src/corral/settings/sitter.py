@@ -70,7 +70,9 @@ class SitterSettings(BaseModel):
     )
     max_concurrency: int | None = Field(None, ge=1, description="Published for routers (requests at once).")
     registry_url: str | None = Field(
-        None, description="Registry to join.", json_schema_extra=_cli(flags=["--registry"])
+        None,
+        description="Registry to join; several sharing one Redis: a,b (tried in order).",
+        json_schema_extra=_cli(flags=["--registry"]),
     )
     registry_token: str | None = Field(
         None,
@@ -107,6 +109,9 @@ class SitterSettings(BaseModel):
         description="Bearer token for POST /start /stop /restart.",
         json_schema_extra=_cli(envvar="CORRAL_SITTER_ADMIN_TOKEN"),
     )
+    tls_cert: str | None = Field(None, description="PEM certificate: the port+1 API serves HTTPS.")
+    tls_key: str | None = Field(None, description="PEM private key of --tls-cert.")
+    ca: str | None = Field(None, description="PEM CA bundle to verify an https registry/router with.")
 
     @field_validator("args", mode="before")
     @classmethod

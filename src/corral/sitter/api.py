@@ -155,14 +155,14 @@ def create_app(sitter: Sitter) -> web.Application:
     return app
 
 
-async def serve(sitter: Sitter, sock: socket.socket) -> None:
-    """Serve the API on the bound, listening ``sock`` until cancelled; then close it."""
+async def serve(sitter: Sitter, sock: socket.socket, ssl: Any = None) -> None:
+    """Serve the API on the bound, listening ``sock`` until cancelled (HTTPS with ``ssl``)."""
     runner = web.AppRunner(
         create_app(sitter), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=ssl).start()
         await asyncio.Event().wait()  # until cancelled: the sitter decides when to stop
     finally:
         await runner.cleanup()

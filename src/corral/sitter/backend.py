@@ -21,9 +21,9 @@ def probe_host(host: str) -> str:
     return host
 
 
-def url(host: str, port: int) -> str:
+def url(host: str, port: int, scheme: str = "http") -> str:
     """``http://host:port`` with IPv6 literals bracketed."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def instance_id(name: str, host: str, port: int) -> str:

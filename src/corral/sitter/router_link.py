@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import aiohttp
 
@@ -25,8 +26,9 @@ log = logging.getLogger("corral.sitter")
 class RouterLink:
     """Keeps ``worker_url``'s membership in the router at ``router_url`` equal to ``want``."""
 
-    def __init__(self, router_url: str, worker_url: str, token: str | None = None) -> None:
+    def __init__(self, router_url: str, worker_url: str, token: str | None = None, ssl: Any = None) -> None:
         self.router_url = router_url.rstrip("/")
+        self._ssl = ssl  # an SSLContext trusting --ca for an https router (None: defaults)
         # `corral router --admin-token` guards add_worker/remove_worker with a Bearer token.
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.worker_url = worker_url
@@ -35,6 +37,9 @@ class RouterLink:
         self.last_error: str | None = None
         self._workers_api = False  # the router only has SGLang's newer /workers API
         self._wake = asyncio.Event()
+
+    def _connector(self) -> aiohttp.TCPConnector | None:
+        return aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
 
     def want(self, member: bool) -> None:
         """Ask for the worker to be in (True) or out of (False) the router's rotation."""
@@ -46,7 +51,9 @@ class RouterLink:
         """Reconcile forever (cancel to stop)."""
         backoff = Backoff(initial=0.1, maximum=5.0)
         timeout = aiohttp.ClientTimeout(total=3)
-        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, headers=self._headers, connector=self._connector()
+        ) as session:
             while True:
                 self._wake.clear()
                 delay: float | None = None
@@ -113,7 +120,9 @@ class RouterLink:
             return
         try:
             async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=timeout), headers=self._headers
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=self._headers,
+                connector=self._connector(),
             ) as session:
                 await self._send(session, False)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -28,6 +28,7 @@ from corral.sitter.gpu_gate import GpuGate
 from corral.sitter.models import ModelWatcher
 from corral.sitter.registration import RegistryLink
 from corral.sitter.router_link import RouterLink
+from corral.tls import client_context, scheme, server_context
 
 log = logging.getLogger("corral.sitter")
 
@@ -49,7 +50,9 @@ class Sitter:
         self.backend_url = url(probe_host(cfg.host), cfg.port)
         public = advertised_host(cfg)
         self.public_backend_url = url(public, cfg.port)
-        self.public_sitter_url = url(public, cfg.sitter_port)
+        self.tls = server_context(cfg.tls_cert, cfg.tls_key)
+        self.client_ssl = client_context(cfg.ca)
+        self.public_sitter_url = url(public, cfg.sitter_port, scheme(self.tls is not None))
         self.started_at = time.time()
         self.models = self.preset.model_names(cfg.launch_request())
         self.max_concurrency = cfg.max_concurrency or self.preset.default_max_concurrency
@@ -58,7 +61,9 @@ class Sitter:
         self.sitter_id = instance_id(f"{cfg.service_name}-sitter", public, cfg.sitter_port)
         self.registration = self._registration() if cfg.registry_url else None
         self.router = (
-            RouterLink(cfg.router_url, self.public_backend_url, cfg.router_token) if cfg.router_url else None
+            RouterLink(cfg.router_url, self.public_backend_url, cfg.router_token, self.client_ssl)
+            if cfg.router_url
+            else None
         )
         self.watcher = ModelWatcher(self.backend_url, self._ready, self._on_models)
         self._control_lock = asyncio.Lock()
@@ -132,7 +137,7 @@ class Sitter:
         sock = self._bind()
         events = self.supervisor.subscribe()  # before start: no event may be missed
         tasks = [
-            asyncio.create_task(serve(self, sock), name="http"),
+            asyncio.create_task(serve(self, sock, self.tls), name="http"),
             asyncio.create_task(self._follow(events), name="follow"),
             asyncio.create_task(self.watcher.run(), name="models"),
             asyncio.create_task(self._progress(), name="progress"),
@@ -225,6 +230,7 @@ class Sitter:
             sitter=sitter,
             heartbeat_s=self.cfg.heartbeat_interval,
             token=self.cfg.registry_token,
+            ssl=self.client_ssl,
         )
 
     # ----- reacting to the backend ----------------------------------------------------------
