@@ -261,3 +261,22 @@ def test_sigkilled_backend_leaves_green_and_comes_back(page: Any, fleet: Launche
         """n => Number(document.querySelector(`.card[data-service="${n}"] .restarts`).textContent) >= 1""",
         arg=name,
     )
+
+
+def test_rolling_restart_button_asks_before_a_gap_then_restarts(page: Any, fleet: Launcher) -> None:
+    # The one chat replica holds a GPU, so no surge copy: the page asks before leaving a gap.
+    open_dashboard(page, fleet)
+    name = sitter_name(fleet)
+    expect_state(page, name, "healthy")
+    old_pid = card(page, name).locator(".pid").inner_text()
+    asked: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    group = card(page, name).locator("xpath=ancestor::div[contains(@class, 'group')]")
+    group.locator('[data-action="rolling"]').click()
+    page.wait_for_function(HEALTHY_WITH_NEW_PID, arg=[name, old_pid], timeout=120_000)
+    assert asked and "--force" in asked[0] and "only replica" in asked[0], asked

@@ -107,6 +107,8 @@ class _Entry(Strict):
     gpu_memory_gb: float | None = Field(default=None, gt=0)  # GiB needed free on each GPU of a replica
     models: list[str] = []
     stop_grace_s: float = Field(default=10, ge=0)
+    # Rolling restarts and reloads: how long a draining replica's in-flight requests may take.
+    drain_timeout_s: float = Field(default=30, ge=0)
 
     _norm_deps = field_validator("depends_on", mode="before")(_deps)
 

@@ -339,6 +339,7 @@ class _Builder:
             auto_start=b.auto_start,
             openai=True,
             stop_grace_s=max(b.stop_grace_s, 15),
+            drain_timeout_s=b.drain_timeout_s,
             start_timeout_s=24 * 3600,  # big models load for long; the sitter owns the backend's timeouts
             files={settings_file: settings.file_text()},
             sitter=settings,
@@ -378,6 +379,7 @@ class _Builder:
             openai=s.openai,
             restart=s.restart,
             stop_grace_s=s.stop_grace_s,
+            drain_timeout_s=s.drain_timeout_s,
             start_timeout_s=s.start_timeout_s,
             settle_s=s.settle_s,
         )

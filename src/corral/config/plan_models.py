@@ -42,6 +42,7 @@ class ProcessPlan(BaseModel):
     openai: bool = False
     restart: RestartPolicy = RestartPolicy()
     stop_grace_s: float = 10
+    drain_timeout_s: float = 30  # a rolling restart waits this long for in-flight requests
     start_timeout_s: float = 600
     settle_s: float = 1.0  # without readiness: healthy once up this long (0: at spawn)
     files: dict[str, str] = {}  # written (mode 0600) before the process starts: path -> text

@@ -252,6 +252,9 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api)
+    from corral.launcher.fleet_api import fleet_router
+
+    app.include_router(fleet_router(orch, [Depends(auth)]))
     _mount_dashboard(app)
     return app
 

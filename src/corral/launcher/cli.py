@@ -201,12 +201,34 @@ def stop(
 
 
 def restart(
-    name: str | None = typer.Argument(None, help="Process or group name."),
+    name: str | None = typer.Argument(None, help="Process, backend/service or group name."),
     all_: bool = typer.Option(False, "--all", help="Every process."),
+    rolling: bool = typer.Option(
+        False, "--rolling", help="One replica at a time, each drained first: no request fails."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --rolling: accept a gap when a single replica cannot have a surge copy."
+    ),
     config: str = _CONFIG,
 ) -> None:
-    """Restart a process or group."""
-    _action("restart", name, all_, config)
+    """Restart a process or group (--rolling: replica by replica, without failing requests)."""
+    if not rolling:
+        _action("restart", name, all_, config)
+        return
+    from corral.errors import CorralError
+    from corral.launcher.client import ControlClient
+
+    if name is None or all_:
+        raise CorralError("corral restart --rolling: give one backend, service, process or group name")
+    client = ControlClient.for_plan(_plan(config))
+    doc = client.post(f"/api/rolling/{name}?force={'true' if force else 'false'}", timeout=3600)
+    for s in doc["replicas"]:
+        extra = f", surge {s['surge']}" if s["surge"] else ""
+        left = "" if s["in_flight_left"] in (None, 0) else f", {s['in_flight_left']} still in flight"
+        typer.echo(
+            f"{s['name']}: restarted in {s['total_s']:.1f}s (drained {s['drain_s']:.1f}s{left}{extra})"
+            + (f"; {s['note']}" if s["note"] else "")
+        )
 
 
 config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)

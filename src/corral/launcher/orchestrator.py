@@ -74,6 +74,7 @@ class Orchestrator:
     def __init__(self, plan: Plan, *, on_line: Callable[[str, str], None] | None = None) -> None:
         self.plan = plan
         self.state = StateDir(plan.state_dir)
+        self._on_line = on_line
         self.feed = EventFeed()
         self.stopping = False
         self.sups: dict[str, Supervisor] = {}
@@ -86,13 +87,14 @@ class Orchestrator:
         self.registrar = OpenAIRegistrar(plan)
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
-        self._pumps: list[asyncio.Task[None]] = []
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self.busy: dict[str, str] = {}  # process -> what a rolling restart / reload does to it
 
     # -- events ---------------------------------------------------------------------------------
     def open(self) -> None:
         """Start listening to every supervisor (call once, on the running loop)."""
-        for sup in self.sups.values():
-            self._pumps.append(asyncio.create_task(self._pump(sup)))
+        for name, sup in self.sups.items():
+            self._pumps[name] = asyncio.create_task(self._pump(sup))
 
     async def _pump(self, sup: Supervisor) -> None:
         p = self.plan.get(sup.spec.name)
@@ -235,12 +237,47 @@ class Orchestrator:
             await asyncio.gather(*(s.detach() for s in self.sups.values()))
         else:
             await self.stop_all()
-        for t in self._pumps:
+        for t in self._pumps.values():
             t.cancel()
         for t in self._starts.values():
             t.cancel()
         # Detached (adoption later): the registrations lapse with their lease, as a sitter's do.
         await self.registrar.close(deregister=not detach)
+
+    # -- changing the plan (reload) -----------------------------------------------------------
+    def set_plan(self, plan: Plan) -> None:
+        """Adopt ``plan`` (same processes or a superset/subset handled by add/replace/forget):
+        start order, groups and dependency levels come from it from now on."""
+        self.plan = plan
+
+    def add(self, p: ProcessPlan) -> None:
+        """Supervise a new process (stopped; ``start`` it). The plan must already list it."""
+        self.sups[p.name] = Supervisor(process_spec(p, self.state), on_line=self._line_cb(p.name))
+        self._pumps[p.name] = asyncio.create_task(self._pump(self.sups[p.name]))
+        if p.gpu_error:
+            self.refused[p.name] = p.gpu_error
+
+    def replace(self, p: ProcessPlan) -> None:
+        """Swap a stopped process's supervisor for one running ``p`` (its new settings)."""
+        old = self.sups[p.name]
+        if old.state not in (State.STOPPED, State.FAILED):
+            raise RuntimeError(f"{p.name} must be stopped before it is replaced (it is {old.state})")
+        self.forget(p.name)
+        self.add(p)
+
+    def forget(self, name: str) -> None:
+        """Stop tracking a stopped process (removed from the config)."""
+        task = self._pumps.pop(name, None)
+        if task is not None:
+            task.cancel()
+        self.sups.pop(name, None)
+        self._starts.pop(name, None)
+        self.refused.pop(name, None)
+        self.waiting.pop(name, None)
+
+    def _line_cb(self, name: str) -> Callable[[str], None] | None:
+        on_line = self._on_line
+        return (lambda line: on_line(name, line)) if on_line else None
 
     # -- views ----------------------------------------------------------------------------------
     def all_healthy(self) -> bool:

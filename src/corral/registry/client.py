@@ -251,6 +251,14 @@ class RegistryClient:
         )
         return result
 
+    async def drain(self, instance_id: str, draining: bool = True) -> dict[str, Any]:
+        """Take an instance out of rotation (``draining``) or put it back; the instance. Routers
+        send a draining instance nothing new and let its in-flight requests finish."""
+        result: dict[str, Any] = await self._call(
+            "PATCH", f"/v1/instances/{instance_id}", {"draining": draining}
+        )
+        return result
+
     async def deregister(self, instance_id: str) -> bool:
         """Remove an instance; False when the registry did not know it."""
         try:

@@ -76,7 +76,14 @@ class HeartbeatIn(_Strict):
 
 
 class InstancePatch(HeartbeatIn):
-    """Body of ``PATCH /v1/instances/{id}``; ``metadata`` is merged key by key (null deletes)."""
+    """Body of ``PATCH /v1/instances/{id}``; ``metadata`` is merged key by key (null deletes).
+
+    ``draining``: true takes the instance out of rotation for new requests (routers let its
+    in-flight ones finish); false puts it back. Only this call changes it: heartbeats keep it,
+    a new registration (a new process) clears it.
+    """
+
+    draining: bool | None = None
 
 
 class Instance(BaseModel):
@@ -88,6 +95,7 @@ class Instance(BaseModel):
     url: str
     models: list[str]
     state: str
+    draining: bool = False  # set by PATCH {"draining": true}: routers send it nothing new
     metadata: dict[str, Any]
     registered_at: float
     last_heartbeat: float

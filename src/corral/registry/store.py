@@ -31,7 +31,7 @@ from corral.registry.watch import stream
 log = logging.getLogger("corral.registry")
 
 # Fields whose change is an event (and a revision); lease renewals are not.
-CONTENT_KEYS = ("service", "kind", "url", "models", "state", "metadata", "lease_ttl_s")
+CONTENT_KEYS = ("service", "kind", "url", "models", "state", "draining", "metadata", "lease_ttl_s")
 
 
 class StoreUnavailable(CorralError):
@@ -81,6 +81,7 @@ def new_instance(iid: str, spec: InstanceIn, old: dict[str, Any] | None, now: fl
         "url": spec.url,
         "models": list(spec.models),
         "state": spec.state,
+        "draining": False,  # a registration is a (new) process: it starts in rotation
         "metadata": dict(spec.metadata),
         "registered_at": old["registered_at"] if old else now,
         "last_heartbeat": now,
@@ -91,7 +92,7 @@ def new_instance(iid: str, spec: InstanceIn, old: dict[str, Any] | None, now: fl
 
 def content_changed(old: dict[str, Any] | None, inst: dict[str, Any]) -> bool:
     """Whether a registration changed more than the lease (then it is an event)."""
-    return old is None or any(old.get(k) != inst[k] for k in CONTENT_KEYS)
+    return old is None or any(old.get(k) != inst.get(k) for k in CONTENT_KEYS)
 
 
 def lease_reply(inst: dict[str, Any], revision: int) -> dict[str, Any]:
@@ -109,6 +110,9 @@ def apply_change(inst: dict[str, Any], change: HeartbeatIn, merge: bool) -> bool
     """Apply ``change`` to ``inst`` in place (metadata merged when ``merge``, a null value deletes
     a key); whether its content changed."""
     new: dict[str, Any] = {}
+    draining = getattr(change, "draining", None)  # PATCH only (InstancePatch), never a heartbeat
+    if draining is not None and draining != inst.get("draining", False):
+        new["draining"] = draining
     if change.state is not None and change.state != inst["state"]:
         new["state"] = change.state
     if change.models is not None and change.models != inst["models"]:

@@ -58,7 +58,10 @@ class RegistryView:
         return [
             i
             for i in self.instances.values()
-            if i["state"] == "healthy" and i["kind"] == kind and (model is None or model in i["models"])
+            if i["state"] == "healthy"
+            and not i.get("draining")
+            and i["kind"] == kind
+            and (model is None or model in i["models"])
         ]
 
     def start(self) -> None:

@@ -186,7 +186,8 @@ class Discovery:
             source="registry",
             id=str(d["id"]),
             max_concurrency=limit,
-            state=str(d.get("state", "starting")),
+            # A draining instance gets nothing new (not routable); in-flight requests finish.
+            state="draining" if d.get("draining") else str(d.get("state", "starting")),
             breaker_failures=s.breaker.failures,
             cooldown_s=s.breaker.cooldown_s,
         )

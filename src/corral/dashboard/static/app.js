@@ -240,6 +240,17 @@
       b.textContent = action[0].toUpperCase() + action.slice(1) + " group";
       head.append(b);
     }
+    if (section === "backends") {
+      // Replica by replica, each drained first: requests in flight finish, none fails.
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.action = "rolling";
+      b.dataset.scope = "group";
+      b.dataset.group = group;
+      b.textContent = "Rolling restart";
+      b.title = "Restart one replica at a time, each drained first";
+      head.append(b);
+    }
     const list = document.createElement("div");
     list.className = "cards";
     box.append(head, list);
@@ -556,12 +567,19 @@
 
   // ---------- control actions ----------
   async function control(scope, action, name, button) {
-    const path = scope === "all" ? `/api/all/${action}`
-      : scope === "group" ? `/api/groups/${encodeURIComponent(name)}/${action}`
-        : `/api/services/${encodeURIComponent(name)}/${action}`;
+    const path = action === "rolling" ? `/api/rolling/${encodeURIComponent(name)}`
+      : scope === "all" ? `/api/all/${action}`
+        : scope === "group" ? `/api/groups/${encodeURIComponent(name)}/${action}`
+          : `/api/services/${encodeURIComponent(name)}/${action}`;
     if (button) button.disabled = true;
     try {
-      const r = await api("POST", path);
+      let r = await api("POST", path);
+      if (action === "rolling" && r.status === 409) {
+        // A single replica without a surge copy: restarting it leaves a gap; ask first.
+        const why = await errorText(r);
+        if (!confirm(`${why}\n\nRestart it anyway?`)) return;
+        r = await api("POST", path + "?force=true");
+      }
       if (!r.ok) toast(`${action} ${name || "all"}: ${await errorText(r)}`);
     } catch (e) {
       toast(`${action} ${name || "all"}: ${e.message}`);
