@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from corral.config.tomlout import _value as toml_value
 from corral.errors import ConfigError
 from corral.router.keys import KeySpec, check_unique, digest, read_keys_file
 
@@ -43,8 +42,24 @@ def toml_entry(spec: KeySpec, table: str) -> str:
     """``[[table]]`` with the spec's non-default fields, as TOML text."""
     data = spec.model_dump(exclude_defaults=True, mode="json")
     data = {"name": spec.name, "key_sha256": spec.key_sha256, **data}
-    lines = [f"[[{table}]]"] + [f"{k} = {toml_value(v)}" for k, v in data.items()]
+    lines = [f"[[{table}]]"] + [f"{k} = {_toml_value(v)}" for k, v in data.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    """One TOML value, tables inline (tomli-w writes arrays of tables as one ``keys = [...]``
+    array, which cannot be appended to a file that has one already)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
 def add_to_file(path: Path, spec: KeySpec) -> None:
