@@ -7,9 +7,10 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from urllib.parse import unquote
 
-from corral.router import policies
+from corral.router import peers, policies
 from corral.router.admin import Admin
 from corral.router.config import RouterSettings
 from corral.router.discovery import Discovery
@@ -37,6 +38,8 @@ class Router:
         self.discovery = Discovery(settings, self.pool)
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id)
         self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants)
+        self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics
+        self.worker_index = 0
         self.started = time.time()
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): self.health,
@@ -83,14 +86,18 @@ class Router:
                 "models": len(self.pool.by_model),
                 "in_flight": len(self.proxy.inflight),
                 "registry_connected": self.discovery.registry_connected,
+                "pid": os.getpid(),  # with --workers N: which worker answered
             },
             self._rid(request),
         )
 
     async def metrics_text(self, request: Request, conn: Connection) -> Reply:
-        """Prometheus text exposition."""
+        """Prometheus text exposition (with ``--workers N``: summed over every worker)."""
         rid = self._rid(request).encode("utf-8", "surrogateescape")
-        return Reply(200, self.render_metrics(), _PROM_TYPE, b"X-Request-ID: " + rid + b"\r\n")
+        text = self.render_metrics()
+        if self.peers_dir is not None:
+            text = await peers.gather(self.peers_dir, self.worker_index, text)
+        return Reply(200, text, _PROM_TYPE, b"X-Request-ID: " + rid + b"\r\n")
 
     async def models(self, request: Request, conn: Connection) -> Reply:
         """The union of served models (healthy or not) plus aliases, as OpenAI's list."""
@@ -147,16 +154,28 @@ def api_keys_from_env(name: str) -> frozenset[str]:
     return frozenset(k.strip() for k in os.environ.get(name, "").split(",") if k.strip())
 
 
-async def serve(settings: RouterSettings) -> None:
-    """Run the router until SIGINT/SIGTERM."""
+async def serve(settings: RouterSettings, worker_index: int | None = None) -> None:
+    """Run the router until SIGINT/SIGTERM (``worker_index``: one of ``--workers N``)."""
     router = Router(settings, api_keys_from_env(settings.api_keys_env))
     server = Server(router.dispatch, settings.max_body_bytes, router.proxy.new_id)
     await router.start()
     from corral.tls import scheme, server_context
 
+    own_metrics: asyncio.AbstractServer | None = None
     try:
-        await server.start(settings.host, settings.port, server_context(settings.tls_cert, settings.tls_key))
+        if worker_index is not None:
+            router.peers_dir, router.worker_index = peers.peers_dir_from_env(), worker_index
+            if router.peers_dir is not None:
+                own_metrics = await peers.serve_own(router.peers_dir, worker_index, router.render_metrics)
+        await server.start(
+            settings.host,
+            settings.port,
+            server_context(settings.tls_cert, settings.tls_key),
+            reuse_port=worker_index is not None,
+        )
     except BaseException:
+        if own_metrics is not None:
+            own_metrics.close()
         await router.close()
         raise
     stop = asyncio.Event()
@@ -175,12 +194,23 @@ async def serve(settings: RouterSettings) -> None:
     try:
         await stop.wait()
     finally:
+        if own_metrics is not None:
+            own_metrics.close()
         await server.close()
         await router.close()
 
 
 def run(settings: RouterSettings) -> None:
-    """Blocking entry point: uvloop when available."""
+    """Blocking entry point: one process, or ``settings.processes`` workers on one port."""
+    if settings.processes > 1:
+        from corral.router.workers import run_workers
+
+        raise SystemExit(run_workers(settings))
+    run_one(settings)
+
+
+def run_one(settings: RouterSettings, worker_index: int | None = None) -> None:
+    """One router process on uvloop (when available)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         import uvloop
@@ -189,4 +219,4 @@ def run(settings: RouterSettings) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         factory = None
     with asyncio.Runner(loop_factory=factory) as r:
-        r.run(serve(settings))
+        r.run(serve(settings, worker_index))

@@ -29,6 +29,14 @@ def register(app: typer.Typer) -> None:
             None, "--api-keys-env", help="Env var with comma-separated API keys [default: CORRAL_API_KEYS]."
         ),
         admin_token: str = typer.Option(None, "--admin-token", help="Token for the admin routes."),
+        processes: int = typer.Option(
+            None,
+            "--workers",
+            "--processes",
+            min=1,
+            help="Router processes on the port (SO_REUSEPORT), each with its own registry watch; "
+            "/metrics sums them [1; config: processes].",
+        ),
         tls_cert: str = typer.Option(
             None, "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)."
         ),
@@ -51,6 +59,7 @@ def register(app: typer.Typer) -> None:
                 "policy": policy,
                 "api_keys_env": api_keys_env,
                 "admin_token": admin_token,
+                "processes": processes,
                 "tls_cert": tls_cert,
                 "tls_key": tls_key,
                 "ca": ca,

@@ -69,6 +69,9 @@ class RouterSettings(_Strict):
     policy: str = "least_outstanding"
     registry_url: str | None = None  # several registries sharing one Redis: "a,b" (or a list)
     registry_timeout_s: float = Field(default=3.0, gt=0)  # connecting to / calling a registry
+    # Router processes on one port (SO_REUSEPORT; `corral router --workers N`). Not `workers`:
+    # that key is the list of static backends.
+    processes: int = Field(default=1, ge=1, le=256)
     tls_cert: str | None = None  # serve HTTPS with this PEM certificate (and tls_key)
     tls_key: str | None = None
     ca: str | None = None  # PEM CA bundle the registry's (and https backends') certificates chain to

@@ -250,11 +250,18 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, ssl: Any = None) -> None:
-        """Bind and listen (HTTPS with ``ssl``, an ``ssl.SSLContext``)."""
+    async def start(self, host: str, port: int, ssl: Any = None, reuse_port: bool = False) -> None:
+        """Bind and listen (HTTPS with ``ssl``, an ``ssl.SSLContext``; ``reuse_port``: one of
+        several processes sharing the port, ``SO_REUSEPORT``)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, backlog=2048, reuse_address=True, ssl=ssl
+            lambda: Connection(self),
+            host,
+            port,
+            backlog=2048,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            ssl=ssl,
         )
         self._sweeper = loop.create_task(self._sweep())
 
