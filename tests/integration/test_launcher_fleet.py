@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
+from corral import promtext
 from support import free_port, kill_pid_files, kill_tree, wait_until
 
 TOKEN = "fleet-test-token"
@@ -162,6 +164,18 @@ def test_openai_service_is_routed_and_gpu_backend_is_attributed(fleet: Fleet) ->
     assert float(metrics['corral_gpu_memory_used_bytes{gpu="0",service="other"}']) == GIB
     assert float(metrics['corral_gpu_memory_total_bytes{gpu="0"}']) == 80 * GIB
     assert float(metrics['corral_gpu_utilization_percent{gpu="0"}']) == 12
+    # The same scrape holds the router's metrics and the sitter's, with its mock engine's, labelled.
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in promtext.parse(text) for s in f.samples
+    }
+    assert samples[("corral_fleet_scrape_up", (("target", "router"),))] == 1
+    assert samples[("corral_fleet_scrape_up", (("target", "g-0"),))] == 1
+    assert any(name == "corral_router_requests_total" for name, _ in samples)
+    g0 = (("host", socket.gethostname()), ("replica", "0"), ("service", "g"))
+    assert samples[("corral_sitter_backend_up", g0)] == 1
+    assert samples[("corral_sitter_engine_metrics_up", g0)] == 1
+    # The engine's own metrics, re-exposed by its sitter with the sitter's labels added to theirs.
+    assert any(n == "vllm:num_requests_running" and set(g0) <= set(labels) for n, labels in samples)
 
     # Stopping one replica takes it out of the registry; the other stays.
     assert fleet.api("POST", "/api/services/oa-1/stop").status_code == 200

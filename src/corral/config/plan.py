@@ -304,6 +304,8 @@ class _Builder:
             "gpus": gpus,
             "gpu_release_timeout": b.gpu_release_timeout_s,
             "admin_token": b.admin_token,
+            "service": b.name,  # the metrics labels: service "chat", replica 1 for chat-1
+            "replica": i,
         }
         try:
             settings = SitterSettings.model_validate({k: v for k, v in given.items() if v is not None})

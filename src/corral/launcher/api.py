@@ -241,14 +241,16 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
 
     @app.get("/metrics", tags=["launcher"], response_class=PlainTextResponse, responses={401: _ERRORS[401]})
     async def prometheus(_: None = Depends(auth)) -> PlainTextResponse:
-        """Prometheus text: ``corral_gpu_memory_used_bytes{gpu,service}``, free, total, utilisation."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        """The fleet in one scrape: the router's metrics, every sitter's (with its engine's, labelled
+        service/replica/host) and the GPUs' (``corral_gpu_memory_used_bytes{gpu,service}``, ...)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
 
+        from corral.launcher.fleet_metrics import union
         from corral.launcher.gpus import metrics_registry
 
         if not metrics:
             metrics.append(metrics_registry(orch))
-        body = await asyncio.to_thread(generate_latest, metrics[0])
+        body = await union(orch.plan, metrics[0])
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api)

@@ -104,6 +104,10 @@ class SitterSettings(BaseModel):
         None, gt=0, description="Seconds to become ready (default: the preset's)."
     )
     state_dir: str = Field(".corral", description="Pid file and backend log directory.")
+    service: str | None = Field(
+        None, description="The service label on the sitter's /metrics (default: the name)."
+    )
+    replica: int = Field(0, ge=0, description="The replica label on the sitter's /metrics.")
     admin_token: str | None = Field(
         None,
         description="Bearer token for POST /start /stop /restart.",

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from corral.errors import error_body
 from corral.proc.events import State
+from corral.promtext import CONTENT_TYPE
 from corral.sitter.models import fetch_models
 from corral.sitter.openapi import openapi_document
 
@@ -138,6 +139,14 @@ async def openapi(_: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """The engine's metrics and the sitter's own, labelled with service, replica and host."""
+    from corral.sitter.metrics import scrape
+
+    body = await scrape(_sitter(request))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 def create_app(sitter: Sitter) -> web.Application:
     """The aiohttp application serving ``sitter``."""
     app = web.Application(middlewares=[_errors])
@@ -147,6 +156,7 @@ def create_app(sitter: Sitter) -> web.Application:
         ("/models", models),
         ("/info", info),
         ("/logs", logs),
+        ("/metrics", metrics),
         ("/openapi.json", openapi),
     ):
         app.router.add_get(path, handler, allow_head=False)

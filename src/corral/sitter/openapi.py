@@ -119,6 +119,18 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "The engine's own /metrics (when it has one) and the sitter's, with "
+                    "service, replica and host labels",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/start": _admin("Start the backend if it is stopped or failed"),
             "/stop": _admin("Stop the backend (whole tree); it stays stopped until /start"),
             "/restart": _admin("Stop and start the backend"),
