@@ -12,7 +12,7 @@ from corral.settings.restart import RestartPolicy
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 Preset = Literal["mock", "vllm", "sglang", "llama.cpp", "command", "InfiniLM", "InfiniLM-Rust"]
-Policy = Literal["round_robin", "least_outstanding", "power_of_two", "prefix_affinity"]
+Policy = Literal["round_robin", "least_outstanding", "power_of_two", "prefix_affinity", "cache_aware"]
 
 # Names the launcher gives its own processes; entries may not take them.
 RESERVED_NAMES = frozenset({"registry", "router", "dashboard", "launcher", "all"})

@@ -14,6 +14,7 @@ from corral.router import peers, policies
 from corral.router.admin import Admin
 from corral.router.config import RouterSettings
 from corral.router.discovery import Discovery
+from corral.router.engine_load import EngineLoad
 from corral.router.http import Connection, Handler, Reply, Request, Server
 from corral.router.metrics import Metrics, make_renderer
 from corral.router.pool import Pool
@@ -36,6 +37,8 @@ class Router:
         self.tenants = Tenants.build(settings, api_keys)
         self.proxy = Proxy(settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants)
         self.discovery = Discovery(settings, self.pool)
+        every = settings.engine_metrics_every()
+        self.engine_load = EngineLoad(self.pool, every) if every else None
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id)
         self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants)
         self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics
@@ -64,9 +67,13 @@ class Router:
         if self.tenants is not None:
             await self.tenants.start()
         await self.discovery.start()
+        if self.engine_load is not None:
+            self.engine_load.start()
 
     async def close(self) -> None:
         """Stop discovery and close upstream connections."""
+        if self.engine_load is not None:
+            await self.engine_load.close()
         await self.discovery.close()
         await self.proxy.close()
         if self.tenants is not None:

@@ -94,6 +94,15 @@ class RouterSettings(_Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     probe_interval_s: float = Field(default=5.0, gt=0)  # healthy static workers
     probe_down_interval_s: float = Field(default=0.5, gt=0)  # workers out of rotation
+    # Read the engines' queues from their /metrics this often (corral.router.engine_load);
+    # None: every 1 s with the cache_aware policy, never otherwise; 0: never.
+    engine_metrics_interval_s: float | None = Field(default=None, ge=0)
+
+    def engine_metrics_every(self) -> float:
+        """Seconds between engine-metrics scrapes (0: off)."""
+        if self.engine_metrics_interval_s is None:
+            return 1.0 if self.policy == "cache_aware" else 0.0
+        return self.engine_metrics_interval_s
 
     @field_validator("registry_url", mode="before")
     @classmethod

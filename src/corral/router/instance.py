@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 # Circuit states (strings so /metrics and /workers can show them as they are).
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_EWMA_ALPHA = 0.2
 
 
 class Instance:
@@ -21,6 +22,9 @@ class Instance:
         "circuit",
         "cooldown_s",
         "cooling",
+        "engine_base",
+        "engine_load",
+        "ewma_s",
         "failures",
         "id",
         "max_concurrency",
@@ -63,6 +67,12 @@ class Instance:
         self.circuit = CLOSED
         self.open_until = 0.0
         self.trial_in_flight = False
+        # Load-aware routing: the engine's own queue (running + waiting, from its /metrics; -1
+        # unknown) with our ``outstanding`` at that scrape, and an EWMA of this instance's time
+        # to first byte (0 until the first answer).
+        self.engine_load = -1.0
+        self.engine_base = 0
+        self.ewma_s = 0.0
         self.cooling = False  # waiting in the pool's heap for its circuit's trial time
         # Set by the pool: called after a change of circuit or reachability, so that the
         # model's routable set follows (``Pool.refresh``). Direct attribute writers call it too.
@@ -84,6 +94,18 @@ class Instance:
         if self.circuit is OPEN:
             return now >= self.open_until
         return not self.trial_in_flight
+
+    @property
+    def load(self) -> float:
+        """Requests queued or running here: the engine's count corrected by what we sent since
+        it was read, or our own in-flight count when the engine tells nothing (or less)."""
+        if self.engine_load < 0:
+            return self.outstanding
+        return max(self.outstanding, self.engine_load + self.outstanding - self.engine_base)
+
+    def observe(self, seconds: float) -> None:
+        """Fold one time to first byte into the EWMA (the instance's speed as routing sees it)."""
+        self.ewma_s = seconds if not self.ewma_s else self.ewma_s + _EWMA_ALPHA * (seconds - self.ewma_s)
 
     def on_dispatch(self, now: float) -> None:
         """Count a request sent here; an expired open circuit lets exactly one trial through."""
@@ -126,4 +148,7 @@ class Instance:
             "circuit": self.circuit,
             "outstanding": self.outstanding,
             "max_concurrency": self.max_concurrency,
+            "load": self.load,
+            "engine_load": None if self.engine_load < 0 else self.engine_load,
+            "ttfb_ewma_ms": round(self.ewma_s * 1000, 2),
         }

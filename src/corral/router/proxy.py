@@ -285,7 +285,10 @@ class Proxy:
                             self._charge(ctx, model, usage)
             else:
                 inst.on_failure()
-            self.metrics.request(model, inst.url, status, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            if status == 200:
+                inst.observe(elapsed)
+            self.metrics.request(model, inst.url, status, elapsed)
             return Reply(status, data, ctype, b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n")
         finally:
             resp.release()
@@ -323,7 +326,9 @@ class Proxy:
         try:
             conn.stream_start(status, ctype, rid_line, sink.cut(first))  # head + first piece: one write
             started = True
-            metrics.first_token(model, time.perf_counter() - t0)
+            ttft = time.perf_counter() - t0
+            inst.observe(ttft)
+            metrics.first_token(model, ttft)
             resp.relay(sink)
             try:
                 await resp.wait_end()

@@ -23,11 +23,12 @@ from corral.router.instance import Instance
 class Routable:
     """The routable instances of one model (all mutation on the event loop, by the pool)."""
 
-    __slots__ = ("_buckets", "_low", "_pos", "generation", "instances", "members")
+    __slots__ = ("_buckets", "_ids", "_low", "_pos", "generation", "instances", "members")
 
     def __init__(self, members: Iterable[Instance] = (), instances: list[Instance] | None = None) -> None:
         self.members: list[Instance] = []
         self._pos: dict[Instance, int] = {}
+        self._ids: dict[str, Instance] = {}
         self._buckets: list[dict[Instance, None]] = [{}]
         self._low = 0
         for inst in members:
@@ -49,6 +50,7 @@ class Routable:
         if inst in self._pos:
             return
         self._pos[inst] = len(self.members)
+        self._ids[inst.id] = inst
         self.members.append(inst)
         self._bucket(inst.outstanding)[inst] = None
         if inst.outstanding < self._low:
@@ -59,11 +61,17 @@ class Routable:
         i = self._pos.pop(inst, None)
         if i is None:
             return
+        if self._ids.get(inst.id) is inst:
+            del self._ids[inst.id]
         last = self.members.pop()
         if last is not inst:
             self.members[i] = last
             self._pos[last] = i
         self._bucket(inst.outstanding).pop(inst, None)
+
+    def get(self, instance_id: str) -> Instance | None:
+        """The member with this id, if it is routable now."""
+        return self._ids.get(instance_id)
 
     def moved(self, inst: Instance, old: int) -> None:
         """``inst.outstanding`` changed from ``old``: move it between load buckets."""

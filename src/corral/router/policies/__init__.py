@@ -16,7 +16,7 @@ from typing import Any
 
 from corral.errors import ConfigError
 
-NAMES = ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity")
+NAMES = ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity", "cache_aware")
 
 
 def load(name: str) -> Callable[[Any, Any], Any]:

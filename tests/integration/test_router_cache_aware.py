@@ -1,0 +1,87 @@
+"""cache_aware through real processes: the engines' own queues steer traffic, prefixes stick."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import httpx
+from test_router_support import start_mock, start_router
+
+from support import CorralProcs, wait_until
+
+ENGINE = ("--prefix-cache-tokens", "4096", "--max-num-seqs", "1", "--itl-ms", "20")
+
+
+def _engine_load(router: str, worker: str) -> float | None:
+    for w in httpx.get(f"{router}/workers", timeout=5).json()["workers"]:
+        if w["url"] == worker:
+            return w["engine_load"]  # type: ignore[no-any-return]
+    return None
+
+
+def _hits(mock: str) -> float:
+    m = re.search(r"^vllm:prefix_cache_hits_total\{[^}]*\} (\S+)$", httpx.get(f"{mock}/metrics").text, re.M)
+    assert m is not None
+    return float(m.group(1))
+
+
+def test_load_from_outside_the_router_steers_new_work_away(procs: CorralProcs, tmp_path: Path) -> None:
+    a, b = start_mock(procs, "m", *ENGINE), start_mock(procs, "m", *ENGINE)
+    config = {"policy": "cache_aware", "engine_metrics_interval_s": 0.2}
+    router = start_router(procs, [a, b], config=config, tmp=tmp_path)
+    # Another client keeps `a` busy (one running, two waiting): only a's /metrics can tell.
+    long = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 150,
+        "ignore_eos": True,
+    }
+    kw = {"json": long, "timeout": 60}
+    busy = [
+        threading.Thread(target=httpx.post, args=(f"{a}/v1/chat/completions",), kwargs=kw) for _ in range(3)
+    ]
+    for t in busy:
+        t.start()
+    try:
+        wait_until(lambda: (_engine_load(router, a) or 0) >= 3, timeout=20, what="router reads a's queue")
+        for k in range(4):
+            body = {
+                "model": "m",
+                "messages": [{"role": "user", "content": f"new conversation {k}"}],
+                "max_tokens": 2,
+            }
+            r = httpx.post(f"{router}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 200
+        workers = httpx.get(f"{router}/workers", timeout=5).json()
+        assert httpx.get(f"{b}/stats").json()["completed"] == 4, json.dumps(workers)
+        assert httpx.get(f"{a}/stats").json()["total"] == 3  # only the outside client's
+    finally:
+        for t in busy:
+            t.join(60)
+
+
+def test_next_turn_goes_where_its_prefix_is_cached(procs: CorralProcs, tmp_path: Path) -> None:
+    mocks = [start_mock(procs, "m", "--prefix-cache-tokens", "100000") for _ in range(3)]
+    router = start_router(procs, mocks, config={"policy": "cache_aware"}, tmp=tmp_path)
+    system = "you answer questions about llamas " * 40
+    for conv in range(6):
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"conversation {conv} " * 50},
+        ]
+        for _ in range(3):
+            r = httpx.post(
+                f"{router}/v1/chat/completions", json={"model": "m", "messages": messages}, timeout=30
+            )
+            assert r.status_code == 200
+            messages += [r.json()["choices"][0]["message"], {"role": "user", "content": "go on " * 20}]
+    queries = hits = 0.0
+    for m in mocks:
+        text = httpx.get(f"{m}/metrics").text
+        queries += float(re.search(r"^vllm:prefix_cache_queries_total\{[^}]*\} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        hits += _hits(m)
+    # Turns 2 and 3 of every conversation find their whole history: well over half the tokens.
+    assert hits / queries > 0.6, (hits, queries)
