@@ -47,15 +47,14 @@ def _done(fleet: Routable, inst: Instance) -> None:
 
 def test_a_conversation_stays_where_its_history_is() -> None:
     fleet = _fleet(4)
-    sys_prompt = "you are helpful " * 100
     homes = {}
     for s in range(8):  # eight conversations, one request each in flight
-        homes[s] = _send(fleet, _ctx(sys_prompt, f"question {s} " * 30))
-    assert len({i.url for i in homes.values()}) == 4  # new conversations spread by load
+        homes[s] = _send(fleet, _ctx(f"system {s} " * 50, f"question {s} " * 30))
+    assert sorted(Counter(i.url for i in homes.values()).values()) == [2, 2, 2, 2]  # spread by load
     for inst in homes.values():
         _done(fleet, inst)
     for s in range(8):  # the next turn of each goes home
-        later = _ctx(sys_prompt, f"question {s} " * 30, f"answer {s} " * 20, "and then?")
+        later = _ctx(f"system {s} " * 50, f"question {s} " * 30, f"answer {s} " * 20, "and then?")
         inst = _send(fleet, later)
         assert inst is homes[s]
         _done(fleet, inst)

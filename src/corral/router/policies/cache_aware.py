@@ -9,11 +9,13 @@ most ``SMALL`` instances, all of them. Each gets a cost
     (load + 1) x speed x (1 + MISS_WEIGHT x uncached fraction of the prompt)
 
 where ``load`` is the engine's queue (scraped from its /metrics) or our in-flight count, and
-``speed`` its recent time to first byte (a slow replica costs more per request, so its share of
-new work follows its speed). The cheapest wins, then the tree records it. A hot prefix does not
-pile onto one instance: its load grows its cost until another instance with the prefix (or
-without it) is cheaper; ``BALANCE_ABS``/``BALANCE_REL`` also send a request to the least loaded
-instance outright when the fleet is that unbalanced, as SGLang's router does.
+``speed`` its recent time to first byte relative to the typical candidate's, less a slack (a
+slow replica costs more per request, so its share of new work follows its speed; the noise of
+hits and misses does not move conversations). The cheapest wins, then the tree records it.
+A hot prefix does not pile onto one instance: its load grows its cost until another instance
+with the prefix (or without it) is cheaper; ``BALANCE_ABS``/``BALANCE_REL`` also send a
+request to the least loaded instance outright when the fleet is that unbalanced, as SGLang's
+router does.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from corral.router.instance import Instance
 from corral.router.prefix_tree import PrefixTree, chain
 from corral.router.routable import Routable
 
-MISS_WEIGHT = 4.0  # a full miss costs (1 + 4)x a full hit at equal load and speed
+MISS_WEIGHT = 8.0  # a full miss costs (1 + 8)x a full hit at equal load and speed
+SPEED_SLACK = 0.5  # up to 1.5x the typical time to first byte counts as normal speed
 OWNERS = 8  # candidates taken from one tree node (the most recent)
 SMALL = 8  # fleets this small: every instance is a candidate
 BALANCE_ABS, BALANCE_REL = 16, 3.0  # load gap that overrides the cache entirely
@@ -76,8 +79,8 @@ def select(candidates: Routable, ctx: Any) -> Instance | None:
 
 
 def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
-    known = [i.ewma_s for i in pool if i.ewma_s]
-    default = min(known) if known else 1.0
+    known = sorted(i.ewma_s for i in pool if i.ewma_s)
+    typical = known[len(known) // 2] if known else 0.0
     least = min(i.load for i in pool)
     most = max(i.load for i in pool)
     if most - least > BALANCE_ABS and most > BALANCE_REL * least:
@@ -85,7 +88,10 @@ def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
     best, best_cost = low, float("inf")
     for inst, cached in pool.items():
         miss = 1.0 - cached / total if total else 1.0
-        cost = (inst.load + 1) * (inst.ewma_s or default) * (1 + MISS_WEIGHT * miss)
+        # Speed relative to the typical candidate, with slack: a hit or a miss moves one
+        # instance's time to first byte by 2x, which must not read as a slow replica.
+        speed = max(1.0, inst.ewma_s / typical - SPEED_SLACK) if inst.ewma_s and typical else 1.0
+        cost = (inst.load + 1) * speed * (1 + MISS_WEIGHT * miss)
         if cost < best_cost:
             best, best_cost = inst, cost
     return best
