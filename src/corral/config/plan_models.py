@@ -81,5 +81,5 @@ class Plan(BaseModel):
         """Dependency depth of each process (0 = depends on nothing); stop runs deepest first."""
         level: dict[str, int] = {}
         for p in self.processes:  # already in start order
-            level[p.name] = 1 + max((level[d.name] for d in p.depends_on), default=-1)
+            level[p.name] = 1 + max((level.get(d.name, -1) for d in p.depends_on), default=-1)
         return level

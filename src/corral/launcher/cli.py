@@ -231,6 +231,71 @@ def restart(
         )
 
 
+def _print_reload(doc: Any) -> None:
+    d = doc["diff"]
+    for name in d["added"]:
+        typer.echo(f"+ {name}: start")
+    for c in d["changed"]:
+        typer.echo(f"~ {c['name']}: replace (rolling; {', '.join(c['fields'])})")
+    for name in d["removed"]:
+        typer.echo(f"- {name}: drain, then stop")
+    typer.echo(f"= {len(d['unchanged'])} unchanged (kept running)")
+    for s in doc.get("replaced", []):
+        typer.echo(f"{s['name']}: replaced in {s['total_s']:.1f}s (drained {s['drain_s']:.1f}s)")
+    for e in doc.get("errors", []):
+        typer.echo(f"error: {e}", err=True)
+
+
+def reload(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change; change nothing."),
+    watch: bool = typer.Option(
+        False, "--watch", help="Keep watching the config file; reload on each change."
+    ),
+    config: str = _CONFIG,
+) -> None:
+    """Apply config changes to the running fleet: start new, drain+stop removed, roll changed.
+
+    The file is validated first (a bad one changes nothing and says why); unchanged processes
+    keep running with their PIDs. SIGHUP to the launcher does the same.
+    """
+    import time
+    from pathlib import Path
+
+    from corral.errors import CorralError
+    from corral.launcher.client import ControlClient
+
+    def once() -> None:
+        client = ControlClient.for_plan(_plan(config))  # validates the file here first
+        doc = client.post(f"/api/reload?dry_run={'true' if dry_run else 'false'}", timeout=3600)
+        _print_reload(doc)
+        if doc.get("errors"):
+            raise typer.Exit(1)
+
+    if not watch:
+        once()
+        return
+    path = Path(config)
+    seen = None
+    typer.echo(f"watching {path} (Ctrl-C to stop)")
+    try:
+        while True:
+            try:
+                stamp = path.stat().st_mtime_ns
+            except OSError:
+                stamp = None
+            if stamp != seen:
+                if seen is not None:
+                    try:
+                        once()
+                    except (CorralError, typer.Exit) as exc:  # keep watching: the next save may fix it
+                        if isinstance(exc, CorralError):
+                            typer.echo(f"error: {exc}; nothing changed", err=True)
+                seen = stamp
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+
+
 config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)
 
 
@@ -244,6 +309,6 @@ def config_check(config: str = _CONFIG) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the launcher's commands to the ``corral`` app."""
-    for fn in (up, down, status, logs, start, stop, restart):
+    for fn in (up, down, status, logs, start, stop, restart, reload):
         app.command(fn.__name__)(fn)
     app.add_typer(config_app, name="config")

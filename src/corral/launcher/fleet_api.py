@@ -1,7 +1,8 @@
-"""Control API routes that change the fleet: rolling restart (and reload, corral.launcher.reload).
+"""Control API routes that change the fleet: rolling restart and reload.
 
 ``POST /api/rolling/{target}?force=false`` restarts every replica of a backend/service (or a
 process, or a group) one at a time, each drained first; answers what each replica took.
+``POST /api/reload?dry_run=false`` applies the config file's changes (corral.launcher.reload).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.params import Depends
 
+from corral.errors import ConfigError
 from corral.launcher.orchestrator import Orchestrator
+from corral.launcher.reload import Reloader
 from corral.launcher.rolling import Rolling, RollingError, replicas_of
 
 
@@ -46,4 +49,28 @@ def fleet_router(orch: Orchestrator, dependencies: list[Depends]) -> APIRouter:
             raise HTTPException(409, str(exc)) from None
         return {"ok": True, "target": target, "replicas": [s.as_dict() for s in steps]}
 
+    @api.post("/reload", tags=["services"])
+    async def reload(
+        dry_run: bool = Query(False, description="Only say what would change."),
+    ) -> dict[str, Any]:
+        """Read the config file again and apply the difference: new processes start, removed ones
+        are drained and stopped, changed ones replaced replica by replica, unchanged ones keep
+        running. A bad config changes nothing: 400 with the file, field and problem."""
+        try:
+            report = await reloader_of(orch).reload(dry_run=dry_run)
+        except ConfigError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except RollingError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"ok": not report.errors, "dry_run": dry_run, **report.as_dict()}
+
     return api
+
+
+def reloader_of(orch: Orchestrator) -> Reloader:
+    """The one Reloader of ``orch`` (shares the Rolling's lock)."""
+    found = getattr(orch, "reloader", None)
+    if found is None:
+        found = Reloader(orch, rolling_of(orch))
+        orch.reloader = found  # type: ignore[attr-defined]
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ from corral.errors import SpawnError
 from corral.launcher.orchestrator import Orchestrator
 from corral.launcher.state import LauncherLock, StateDir, remove_info, write_info
 from corral.proc.tree import kill_now, port_holder
+
+log = logging.getLogger(__name__)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -93,6 +96,14 @@ async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:  # SIGHUP: reload the config file (corral reload without the CLI)
+        task = asyncio.create_task(_reload_on_signal(orch))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     # Spawn first, import the web stack after: the registry boots while we import uvicorn.
     orch.open()
@@ -136,6 +147,19 @@ async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
         await live_task
     server.should_exit = True
     await server_task
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(sig)
     return 0
+
+
+async def _reload_on_signal(orch: Orchestrator) -> None:
+    """Reload after SIGHUP; the outcome goes to the launcher's log (there is no caller)."""
+    from corral.errors import CorralError
+    from corral.launcher.fleet_api import reloader_of
+
+    try:
+        report = await reloader_of(orch).reload()
+    except CorralError as exc:
+        log.error("reload (SIGHUP) refused, nothing changed: %s", exc)
+        return
+    log.warning("reload (SIGHUP): %s", report.as_dict())
