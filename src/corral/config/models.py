@@ -136,9 +136,18 @@ class BackendConfig(_Entry):
     heartbeat_interval: float | None = Field(default=None, gt=0)
     admin_token: str | None = None
     gpu_release_timeout_s: float | None = Field(default=None, gt=0)  # the sitter's --gpu-release-timeout
+    # Models on demand (docs/ondemand.md): started by the first request, unloaded when idle.
+    start: Literal["always", "on_demand"] = "always"
+    idle_unload_s: float | None = Field(default=None, gt=0)  # on_demand: default 600; always: never
+    keep_warm: int = Field(default=0, ge=0)  # replicas kept up even when idle
+    cold_start_timeout_s: float = Field(default=600, gt=0)  # how long a first request may wait
 
     @model_validator(mode="after")
     def _needs_something_to_run(self) -> BackendConfig:
+        if self.keep_warm > self.replicas:
+            raise ValueError(f"keep_warm ({self.keep_warm}) is more than replicas ({self.replicas})")
+        if self.start == "always" and ("keep_warm" in self.model_fields_set or self.idle_unload_s):
+            raise ValueError('keep_warm and idle_unload_s need start = "on_demand"')
         if self.preset == "command" and not self.command:
             raise ValueError('preset "command" needs command = [...]')
         if self.preset in ("vllm", "sglang", "llama.cpp") and not self.model:

@@ -179,8 +179,14 @@ class _Builder:
                 argv += ["--registry-url", self.registry_url]
             table = self._router_file_table()
             self._corral_server("router", argv, rt.port, self._needs_registry())
+            # The router wakes on-demand models on the control API with the control token.
+            control = self.control_token()
             self.processes[-1] = self.processes[-1].model_copy(
-                update={"files": {router_toml: _toml_table("router", table)}, "token": rt.admin_token}
+                update={
+                    "files": {router_toml: _toml_table("router", table)},
+                    "token": rt.admin_token,
+                    "env": {"CORRAL_CONTROL_TOKEN": control} if control else {},
+                }
             )
 
     def _router_file_table(self) -> dict[str, Any]:
@@ -203,6 +209,10 @@ class _Builder:
         if self.c.registry.enabled and store.startswith(("redis://", "rediss://", "unix://")):
             table.setdefault("limits_store", store)
         return table
+
+    def control_token(self) -> str | None:
+        """The control API's token (dashboard, then corral table, then $CORRAL_TOKEN)."""
+        return self.c.dashboard.token or self.c.corral.token or os.environ.get("CORRAL_TOKEN") or None
 
     def _needs_registry(self) -> list[Dependency]:
         # "started", not "healthy": the router's watch and the sitter's heartbeater both retry
@@ -272,7 +282,8 @@ class _Builder:
         env, cwd = self._fill_all(where, ctx, b)
         f = lambda s, fld: fill(s, ctx, file=self.file, field=f"{where}.{fld}")  # noqa: E731
         args = [f(a, f"args[{j}]") for j, a in enumerate(b.args)]
-        models = b.models or ([b.model] if b.model and b.preset == "mock" else [])
+        # An on-demand model is announced before it runs: its name must be known up front.
+        models = b.models or ([b.model] if b.model and (b.preset == "mock" or b.start == "on_demand") else [])
         command: str | None = None
         if isinstance(b.command, list):
             cmd = [f(a, f"command[{j}]") for j, a in enumerate(b.command)]
@@ -338,7 +349,13 @@ class _Builder:
             gpus=gpus,
             models=models,
             token=b.admin_token,
-            auto_start=b.auto_start,
+            # An on-demand model starts its keep_warm replicas only; the router wakes the rest.
+            auto_start=b.auto_start and (b.start == "always" or i < b.keep_warm),
+            start=b.start,
+            keep_warm=b.keep_warm,
+            idle_unload_s=(b.idle_unload_s or 600.0) if b.start == "on_demand" else None,
+            cold_start_timeout_s=b.cold_start_timeout_s,
+            gpu_memory_gb=b.gpu_memory_gb,
             openai=True,
             stop_grace_s=max(b.stop_grace_s, 15),
             drain_timeout_s=b.drain_timeout_s,
@@ -449,7 +466,7 @@ class _Builder:
         self.check_ports(processes)
         order = start_order([(p.name, [d.name for d in p.depends_on]) for p in processes])
         by_name = {p.name: p for p in processes}
-        token = self.c.dashboard.token or self.c.corral.token or os.environ.get("CORRAL_TOKEN") or None
+        token = self.control_token()
         return Plan(
             config_file=str(Path(self.file).resolve()),
             state_dir=self.state_dir,

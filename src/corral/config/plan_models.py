@@ -49,6 +49,12 @@ class ProcessPlan(BaseModel):
     token: str | None = None  # bearer token of this process's admin/write routes (never on argv)
     gpu_error: str | None = None  # placement refused this replica: it fails with this reason
     sitter: SitterSettings | None = None  # a sitter's settings (argv names their file, in `files`)
+    # On-demand models (launcher/ondemand.py): started by the router's first request, unloaded idle.
+    start: Literal["always", "on_demand"] = "always"
+    keep_warm: int = 0
+    idle_unload_s: float | None = None
+    cold_start_timeout_s: float = 600
+    gpu_memory_gb: float | None = None
 
 
 class Plan(BaseModel):

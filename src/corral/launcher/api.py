@@ -202,6 +202,24 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
         ``placed``: process -> the GPUs it was given."""
         return await asyncio.to_thread(lambda: gpus_memo.get(gpu_key()))
 
+    @api.get("/models", tags=["models"])
+    async def on_demand_models() -> dict[str, Any]:
+        """On-demand models: entry, models, state, replicas (ready), keep_warm, idle_unload_s."""
+        return {"models": orch.ondemand.view()}
+
+    @api.post("/models/{name}/wake", tags=["models"], status_code=202)
+    async def wake_model(name: str) -> dict[str, Any]:
+        """Start an on-demand model (by entry or model name); the router calls this on a first
+        request. 202 with the wake's ``generation``; 503 when it cannot start now."""
+        from corral.launcher.ondemand import WakeRefused
+
+        try:
+            return await orch.ondemand.wake(name)
+        except KeyError:
+            raise HTTPException(404, f"no on-demand model named {name!r}") from None
+        except WakeRefused as exc:
+            raise HTTPException(503, str(exc)) from None
+
     @api.post("/shutdown", tags=["launcher"])
     async def shutdown_route() -> dict[str, Any]:
         """Stop every process in reverse dependency order, then the launcher exits."""

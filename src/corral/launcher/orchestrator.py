@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.config import Plan, ProcessPlan
+from corral.launcher.ondemand import OnDemandModels
 from corral.launcher.openai_services import OpenAIRegistrar
 from corral.launcher.state import StateDir
 from corral.proc.events import EventHub, State, StateEvent
@@ -85,6 +86,7 @@ class Orchestrator:
         # Replicas GPU placement refused: they fail with this reason, the rest start.
         self.refused: dict[str, str] = {p.name: p.gpu_error for p in plan.processes if p.gpu_error}
         self.registrar = OpenAIRegistrar(plan)
+        self.ondemand = OnDemandModels(self, plan)
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._pumps: dict[str, asyncio.Task[None]] = {}
@@ -95,6 +97,7 @@ class Orchestrator:
         """Start listening to every supervisor (call once, on the running loop)."""
         for name, sup in self.sups.items():
             self._pumps[name] = asyncio.create_task(self._pump(sup))
+        self.ondemand.start()
 
     async def _pump(self, sup: Supervisor) -> None:
         p = self.plan.get(sup.spec.name)
@@ -232,6 +235,7 @@ class Orchestrator:
 
     async def close(self, *, detach: bool = False) -> None:
         """Stop (or just let go of, with ``detach``) every process and the event pumps."""
+        await self.ondemand.close(deregister=not detach)
         if detach:
             self.stopping = True
             await asyncio.gather(*(s.detach() for s in self.sups.values()))

@@ -16,7 +16,8 @@ DEFAULT_HEARTBEAT_S = 30.0
 DEFAULT_LEASE_TTL_S = 3 * DEFAULT_HEARTBEAT_S
 MAX_LEASE_TTL_S = 7 * 24 * 3600.0
 
-Kind = Literal["backend", "sitter"]
+# "model": an on-demand model the launcher announces (url = its wake URL, see router/ondemand.py).
+Kind = Literal["backend", "sitter", "model"]
 # Ids appear in URL paths; keep them to characters that need no escaping.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 # States are proc.State values on the wire; open-ended so a newer sitter's state is not a 4xx.

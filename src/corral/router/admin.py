@@ -7,6 +7,7 @@ import json
 
 from corral.router.discovery import Discovery
 from corral.router.http import Connection, Handler, Reply, Request
+from corral.router.ondemand import OnDemand
 from corral.router.pool import Pool
 from corral.router.responses import error, json_response
 
@@ -17,7 +18,15 @@ class Admin:
     """``GET/POST/DELETE /workers``, ``POST /add_worker?url=``, ``POST /remove_worker?url=``,
     ``GET /list_workers``."""
 
-    def __init__(self, pool: Pool, discovery: Discovery, token: str | None, new_id: object) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        discovery: Discovery,
+        token: str | None,
+        new_id: object,
+        ondemand: OnDemand | None = None,
+    ) -> None:
+        self.ondemand = ondemand
         self.pool = pool
         self.discovery = discovery
         self.token = token
@@ -32,6 +41,7 @@ class Admin:
             ("GET", "/list_workers"): self.list_workers,
             ("POST", "/add_worker"): self.add_worker,
             ("POST", "/remove_worker"): self.remove_worker,
+            ("GET", "/admin/models"): self.model_activity,
         }
 
     def _rid(self, request: Request) -> str:
@@ -96,3 +106,14 @@ class Admin:
         if not self.discovery.remove_static(url):
             return error(404, f"no static worker {url}", rid, "worker_not_found")
         return json_response({"status": "ok", "url": url}, rid)
+
+    async def model_activity(self, request: Request, conn: Connection) -> Reply:
+        """Per on-demand model: state as seen here, requests in flight and held, idle seconds.
+
+        The launcher reads this to unload idle models (never one with a request in flight).
+        """
+        rid = self._rid(request)
+        if (denied := self._denied(request, rid)) is not None:
+            return denied
+        data = self.ondemand.activity() if self.ondemand is not None else {}
+        return json_response({"models": data}, rid)

@@ -17,6 +17,8 @@ from corral.router.discovery import Discovery
 from corral.router.engine_load import EngineLoad
 from corral.router.http import Connection, Handler, Reply, Request, Server
 from corral.router.metrics import Metrics, make_renderer
+from corral.router.models_view import model_card, model_cards, model_names
+from corral.router.ondemand import OnDemand
 from corral.router.pool import Pool
 from corral.router.proxy import Proxy
 from corral.router.responses import error, json_response
@@ -36,11 +38,13 @@ class Router:
         self.pool.on_wait = self.metrics.queue_wait
         self.tenants = Tenants.build(settings, api_keys)
         self.proxy = Proxy(settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants)
-        self.discovery = Discovery(settings, self.pool)
+        self.ondemand = OnDemand(self.pool, settings.queue_size)
+        self.proxy.ondemand = self.ondemand
+        self.discovery = Discovery(settings, self.pool, self.ondemand)
         every = settings.engine_metrics_every()
         self.engine_load = EngineLoad(self.pool, every) if every else None
-        self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id)
-        self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants)
+        self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id, self.ondemand)
+        self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants, self.ondemand)
         self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics
         self.worker_index = 0
         self.started = time.time()
@@ -59,6 +63,8 @@ class Router:
         method, path = request.method, request.path
         if method == "POST" and path.startswith("/v1/"):
             return self.cancel if path.startswith("/v1/cancel/") else self.proxy.handle
+        if method == "GET" and path.startswith("/v1/models/"):
+            return self.model
         return self.routes.get((method, path))
 
     async def start(self) -> None:
@@ -75,6 +81,7 @@ class Router:
         if self.engine_load is not None:
             await self.engine_load.close()
         await self.discovery.close()
+        await self.ondemand.close()
         await self.proxy.close()
         if self.tenants is not None:
             await self.tenants.close()
@@ -107,17 +114,32 @@ class Router:
         return Reply(200, text, _PROM_TYPE, b"X-Request-ID: " + rid + b"\r\n")
 
     async def models(self, request: Request, conn: Connection) -> Reply:
-        """The union of served models (healthy or not) plus aliases, as OpenAI's list."""
+        """Every model served or startable on demand, plus aliases, as OpenAI's list; each card
+        has a ``corral`` object (state, replicas) that OpenAI clients ignore."""
         rid = self._rid(request)
-        names = self.pool.model_names()
+        names = model_names(self.pool, self.ondemand)
         if self.tenants is not None:
             key = self.tenants.lookup(request.headers.get("authorization"))
             if isinstance(key, str):
                 return error(401, key, rid, "invalid_api_key")
             names = self.tenants.allowed_models(key, names, self.pool.aliases)
-        created = int(self.started)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "corral"} for name in names]
+        data = model_cards(self.pool, self.ondemand, int(self.started), names)
         return json_response({"object": "list", "data": data}, rid)
+
+    async def model(self, request: Request, conn: Connection) -> Reply:
+        """``GET /v1/models/{id}``: one card, or 404 in the OpenAI shape."""
+        rid = self._rid(request)
+        name = unquote(request.path.removeprefix("/v1/models/"))
+        if self.tenants is not None:
+            key = self.tenants.lookup(request.headers.get("authorization"))
+            if isinstance(key, str):
+                return error(401, key, rid, "invalid_api_key")
+            if name not in self.tenants.allowed_models(key, [name], self.pool.aliases):
+                return error(404, f"model {name!r} not found", rid, "model_not_found")
+        card = model_card(self.pool, self.ondemand, int(self.started), name)
+        if card is None:
+            return error(404, f"model {name!r} not found", rid, "model_not_found")
+        return json_response(card, rid)
 
     async def cancel(self, request: Request, conn: Connection) -> Reply:
         """Abort the in-flight request with that X-Request-ID."""

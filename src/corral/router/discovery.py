@@ -17,6 +17,7 @@ import aiohttp
 
 from corral.router.config import RouterSettings
 from corral.router.instance import Instance
+from corral.router.ondemand import OnDemand
 from corral.router.pool import Pool
 
 log = logging.getLogger("corral.router")
@@ -28,9 +29,10 @@ _TICK = 0.1
 class Discovery:
     """Keeps ``pool`` in step with static workers and the registry."""
 
-    def __init__(self, settings: RouterSettings, pool: Pool) -> None:
+    def __init__(self, settings: RouterSettings, pool: Pool, ondemand: OnDemand | None = None) -> None:
         self.settings = settings
         self.pool = pool
+        self.ondemand = ondemand
         self.session: aiohttp.ClientSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._next_probe: dict[str, float] = {}
@@ -77,6 +79,8 @@ class Discovery:
             cooldown_s=s.breaker.cooldown_s,
         )
         self.pool.upsert(inst)
+        if self.ondemand is not None:
+            self.ondemand.check_models(inst.models)
         self._next_probe[inst.id] = 0.0
         return inst
 
@@ -159,21 +163,34 @@ class Discovery:
         kind = event.get("type")
         self.revision = max(self.revision, int(event.get("revision", 0)))
         if kind == "snapshot":
-            fresh = {d["id"]: d for d in event.get("instances", []) if d.get("kind", "backend") == "backend"}
+            docs = event.get("instances", [])
+            fresh = {d["id"]: d for d in docs if d.get("kind", "backend") == "backend"}
             for inst in list(self.pool.instances.values()):
                 if inst.source == "registry" and inst.id not in fresh:
                     self.pool.remove(inst.id)
             for d in fresh.values():
                 self._put(d)
+            od = self.ondemand
+            if od is not None:
+                models = {d["id"]: d for d in docs if d.get("kind") == "model"}
+                for gone_id in od.ids() - set(models):
+                    od.remove(gone_id)
+                for d in models.values():
+                    od.put(d)
         elif kind == "put":
             d = event.get("instance") or {}
-            if d.get("kind", "backend") == "backend":
+            k = d.get("kind", "backend")
+            if k == "backend":
                 self._put(d)
+            elif k == "model" and self.ondemand is not None:
+                self.ondemand.put(d)
         elif kind == "delete":
             d = event.get("instance") or {}
             gone = self.pool.instances.get(d.get("id", ""))
             if gone is not None and gone.source == "registry":
                 self.pool.remove(gone.id)
+            elif d.get("kind") == "model" and self.ondemand is not None:
+                self.ondemand.remove(str(d.get("id", "")))
 
     def _put(self, d: dict[str, Any]) -> None:
         s = self.settings
@@ -192,3 +209,5 @@ class Discovery:
             cooldown_s=s.breaker.cooldown_s,
         )
         self.pool.upsert(inst)
+        if self.ondemand is not None:
+            self.ondemand.check_models(inst.models)

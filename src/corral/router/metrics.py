@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from corral.router.instance import CLOSED, HALF_OPEN, OPEN
+from corral.router.ondemand import STATES, OnDemand
 from corral.router.pool import Pool
 
 if TYPE_CHECKING:
@@ -105,10 +106,13 @@ def _histogram(h: HistogramMetricFamily, labels: list[str], hist: Histogram) -> 
 
 
 class _Collector:
-    def __init__(self, metrics: Metrics, pool: Pool, tenants: Tenants | None) -> None:
+    def __init__(
+        self, metrics: Metrics, pool: Pool, tenants: Tenants | None, ondemand: OnDemand | None = None
+    ) -> None:
         self.m = metrics
         self.pool = pool
         self.tenants = tenants
+        self.ondemand = ondemand
 
     def collect(self) -> Iterator[Any]:
         m = self.m
@@ -156,6 +160,7 @@ class _Collector:
         yield from self._queues()
         if self.tenants is not None:
             yield from self._keys(self.tenants)
+        yield self._model_states()
 
     def _queues(self) -> Iterator[Any]:
         m = self.m
@@ -199,9 +204,27 @@ class _Collector:
             g.add_metric([name], st.in_flight)
         yield g
 
+    def _model_states(self) -> GaugeMetricFamily:
+        """``corral_model_state{model,state}``: 1 for each model's current state, 0 for the others."""
+        from corral.router.models_view import model_names, model_state
 
-def make_renderer(metrics: Metrics, pool: Pool, tenants: Tenants | None = None) -> Any:
+        g = GaugeMetricFamily(
+            "corral_model_state", "1 for the model's current state.", labels=["model", "state"]
+        )
+        for name in model_names(self.pool, self.ondemand):
+            if name in self.pool.aliases:
+                continue
+            st = model_state(self.pool, self.ondemand, name)
+            cur = st["state"] if st else "stopped"
+            for state in STATES:
+                g.add_metric([name, state], 1 if state == cur else 0)
+        return g
+
+
+def make_renderer(
+    metrics: Metrics, pool: Pool, tenants: Tenants | None = None, ondemand: OnDemand | None = None
+) -> Any:
     """A function returning the Prometheus text exposition of ``metrics`` and ``pool``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(metrics, pool, tenants))  # type: ignore[arg-type]
+    registry.register(_Collector(metrics, pool, tenants, ondemand))  # type: ignore[arg-type]
     return lambda: generate_latest(registry)

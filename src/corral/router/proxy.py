@@ -23,6 +23,7 @@ from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
 from corral.router.keys import Key
 from corral.router.metrics import Metrics
+from corral.router.ondemand import ModelEntry, ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
 from corral.router.tenants import Tenants
@@ -61,6 +62,7 @@ class Proxy:
         self.forward_auth = tenants is None  # with router keys, the client's key is ours, not the backend's
         self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
         self.inflight: dict[str, RequestContext] = {}
+        self.ondemand: OnDemand | None = None  # set by the Router when it follows a registry
         self._ids = itertools.count(1)
         # UUID-shaped (random 80 bits + a counter): llama-cpp-python's server answers 400 to an
         # X-Request-ID that does not parse as a UUID.
@@ -111,7 +113,17 @@ class Proxy:
         target = pool.aliases.get(model, model)
         if key is not None and not (key.allows(model) or key.allows(target)):
             return self._out_of_scope(key, model, rid)
-        if target not in pool.by_model:
+        od = self.ondemand
+        on_demand = od is not None and bool(od.entries) and target in od.entries
+        if on_demand:
+            assert od is not None
+            if od.needs_hold(target):
+                try:
+                    await od.hold(target)  # wakes the model; a client that leaves cancels this
+                except ModelUnavailable as exc:
+                    self.metrics.error(target, 503)
+                    return error(503, str(exc), rid, exc.code, 5)
+        elif target not in pool.by_model:
             return self._no_instances(model, target, rid)
         path = request.raw_path
         stream = body.get("stream") is True
@@ -149,11 +161,14 @@ class Proxy:
         state = key.state
         state.in_flight += 1
         self.inflight[rid] = ctx
+        entry: ModelEntry | None = od.started(target) if on_demand and od is not None else None
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             state.in_flight -= 1
             self.inflight.pop(rid, None)
+            if entry is not None:
+                OnDemand.ended(entry)
 
     def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
         """403 naming the models this key may use."""

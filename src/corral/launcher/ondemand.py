@@ -1,0 +1,311 @@
+"""On-demand models, the launcher's side: announce them, wake them, unload them when idle.
+
+Each ``[[backend]]`` with ``start = "on_demand"`` becomes one registry entry of kind ``model``
+(see ``corral.router.ondemand`` for the router's side and DESIGN "A fleet that changes"):
+
+- ``url`` is its wake URL on the control API (``POST /api/models/{entry}/wake``, control token);
+- ``state`` follows its replicas: ``ready`` (one is healthy), ``loading``, ``failed`` (+ reason),
+  ``stopped``, or ``draining`` while an idle unload waits for the router's last request;
+- ``metadata`` has ``replicas``, ``replicas_ready``, ``reason``, ``cold_start_timeout_s`` and
+  ``generation``, bumped by every wake so a router never takes an older failure as the answer.
+
+Idle unload: every second the launcher reads the router's ``GET /admin/models`` (per model:
+requests in flight and held, seconds since the last one ended). A model idle for
+``idle_unload_s`` is marked ``draining`` (the router then holds new requests instead of sending
+them), and once the router reports that state with nothing in flight its replicas beyond
+``keep_warm`` stop. A wake during the drain cancels the unload. The decision is the pure
+:func:`idle_to_unload`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.proc.events import State
+
+if TYPE_CHECKING:
+    from corral.config import Plan, ProcessPlan
+    from corral.launcher.orchestrator import Orchestrator
+    from corral.registry import Heartbeater, RegistryClient
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+POLL_S = 1.0
+DRAIN_TIMEOUT_S = 30.0
+_UP = {State.STARTING, State.HEALTHY, State.UNHEALTHY, State.RESTARTING}
+
+
+class WakeRefused(Exception):
+    """The model cannot be started now (e.g. its GPUs lack memory); the message says why."""
+
+
+@dataclass
+class Group:
+    """One on-demand ``[[backend]]`` entry: its replicas and settings."""
+
+    entry: str
+    procs: list[ProcessPlan]
+    models: list[str]
+    keep_warm: int
+    idle_unload_s: float | None
+    cold_start_timeout_s: float
+    generation: int = 0
+    draining: bool = False
+    last_used: float = field(default_factory=time.monotonic)  # for LRU eviction
+
+    @property
+    def names(self) -> list[str]:
+        """Process names of the replicas, in replica order."""
+        return [p.name for p in self.procs]
+
+
+def group_state(states: Iterable[tuple[State, str | None]], draining: bool) -> tuple[str, int, str | None]:
+    """(model state, replicas ready, reason) from the replicas' (state, reason) pairs (pure)."""
+    pairs = list(states)
+    ready = sum(1 for s, _ in pairs if s == State.HEALTHY)
+    if draining:
+        return "draining", ready, None
+    if ready:
+        return "ready", ready, None
+    if any(s in _UP for s, _ in pairs):
+        return "loading", 0, None
+    failed = [r for s, r in pairs if s == State.FAILED]
+    if failed:
+        return "failed", 0, failed[0] or "failed"
+    return "stopped", 0, None
+
+
+def idle_to_unload(
+    groups: Iterable[Group], states: dict[str, str], activity: dict[str, dict[str, Any]]
+) -> list[Group]:
+    """Groups to unload now (pure): ready or draining, with more replicas up than ``keep_warm``,
+    and for each of their models nothing in flight or held and idle for ``idle_unload_s``."""
+    out = []
+    for g in groups:
+        if g.idle_unload_s is None or states.get(g.entry) not in ("ready", "draining"):
+            continue
+        acts = [activity.get(m) for m in g.models]
+        if any(a is None for a in acts):
+            continue  # the router does not know the model yet: never unload blind
+        if all(a["in_flight"] == 0 and a["held"] == 0 and a["idle_s"] >= g.idle_unload_s for a in acts if a):
+            out.append(g)
+    return out
+
+
+class OnDemandModels:
+    """Owns the registry entries of the on-demand models and their wake / unload cycle."""
+
+    def __init__(self, orch: Orchestrator, plan: Plan) -> None:
+        self.orch = orch
+        self.plan = plan
+        self.groups: dict[str, Group] = {}
+        for p in plan.processes:
+            if p.start != "on_demand":
+                continue
+            g = self.groups.get(p.entry)
+            if g is None:
+                g = self.groups[p.entry] = Group(
+                    p.entry, [], list(p.models), p.keep_warm, p.idle_unload_s, p.cold_start_timeout_s
+                )
+            g.procs.append(p)
+        self.by_model = {m: g for g in self.groups.values() for m in g.models}
+        registry = plan.get("registry")
+        router = plan.get("router")
+        self.registry_token = registry.token if registry else None
+        self.router_token = router.token if router else None
+        self.beats: dict[str, Heartbeater] = {}
+        self._client: RegistryClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self.states: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def wake_url(self, entry: str) -> str:
+        """Where a router wakes ``entry``: the control API, as reachable from the router."""
+        host = self.plan.host if self.plan.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.plan.dashboard_port}/api/models/{entry}/wake"
+
+    def start(self) -> None:
+        """Announce every group and follow the orchestrator (call once, on the running loop)."""
+        if not self.groups or self.plan.registry_url is None:
+            return
+        from corral.registry import Heartbeater, RegistryClient
+
+        self._client = RegistryClient(self.plan.registry_url, token=self.registry_token)
+        for g in self.groups.values():
+            state, ready, reason = self._state(g)
+            self.states[g.entry] = state
+            hb = Heartbeater(
+                self._client,
+                service=g.entry,
+                url=self.wake_url(g.entry),
+                models=g.models,
+                kind="model",
+                state=state,
+                metadata=self._meta(g, ready, reason),
+                interval_s=HEARTBEAT_S,
+            )
+            hb.start()
+            self.beats[g.entry] = hb
+        self._tasks.append(asyncio.create_task(self._follow()))
+        if self.plan.router_url and any(g.idle_unload_s is not None for g in self.groups.values()):
+            self._tasks.append(asyncio.create_task(self._idle_loop()))
+
+    async def close(self, deregister: bool = True) -> None:
+        """Stop the loops and heartbeats (deregistering the entries unless told not to)."""
+        for t in [*self._tasks, *self._unloading.values()]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *self._unloading.values(), return_exceptions=True)
+        await asyncio.gather(*(hb.stop(deregister=deregister) for hb in self.beats.values()))
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+
+    # -- state -----------------------------------------------------------------------------------
+    def _state(self, g: Group) -> tuple[str, int, str | None]:
+        sups = self.orch.sups
+        return group_state(((sups[n].state, sups[n].reason) for n in g.names), g.draining)
+
+    def _meta(self, g: Group, ready: int, reason: str | None) -> dict[str, Any]:
+        return {
+            "launcher": True,
+            "replicas": len(g.procs),
+            "replicas_ready": ready,
+            "reason": reason,
+            "cold_start_timeout_s": g.cold_start_timeout_s,
+            "generation": g.generation,
+            "keep_warm": g.keep_warm,
+            "idle_unload_s": g.idle_unload_s,
+        }
+
+    def publish(self, g: Group) -> None:
+        """Push the group's current state to the registry (only when it changed)."""
+        state, ready, reason = self._state(g)
+        self.states[g.entry] = state
+        hb = self.beats.get(g.entry)
+        if hb is not None:
+            meta = self._meta(g, ready, reason)
+            if hb.state != state or hb.metadata != meta:
+                hb.set(state=state, metadata=meta)
+
+    def view(self) -> list[dict[str, Any]]:
+        """Every on-demand group with its live state (control API, dashboard)."""
+        out = []
+        for g in self.groups.values():
+            state, ready, reason = self._state(g)
+            out.append(
+                {
+                    "entry": g.entry,
+                    "models": g.models,
+                    "state": state,
+                    "replicas": len(g.procs),
+                    "replicas_ready": ready,
+                    "reason": reason,
+                    "keep_warm": g.keep_warm,
+                    "idle_unload_s": g.idle_unload_s,
+                    "generation": g.generation,
+                }
+            )
+        return out
+
+    async def _follow(self) -> None:
+        by_proc = {p.name: g for g in self.groups.values() for p in g.procs}
+        sub = self.orch.feed.subscribe()
+        try:
+            for g in self.groups.values():
+                self.publish(g)
+            while True:
+                ev = await sub.get(HEARTBEAT_S)
+                if ev is not None and ev["name"] in by_proc:
+                    self.publish(by_proc[ev["name"]])
+        finally:
+            sub.close()
+
+    # -- wake ------------------------------------------------------------------------------------
+    def find(self, name: str) -> Group | None:
+        """The group of an entry name or of one of its models."""
+        return self.groups.get(name) or self.by_model.get(name)
+
+    async def wake(self, name: str) -> dict[str, Any]:
+        """Start the replicas of ``name`` (entry or model) that are not up; idempotent.
+
+        Returns the state and the wake's ``generation``. Raises KeyError for an unknown name and
+        :class:`WakeRefused` when it cannot start.
+        """
+        g = self.find(name)
+        if g is None:
+            raise KeyError(name)
+        task = self._unloading.pop(g.entry, None)
+        if task is not None:
+            task.cancel()  # a request arrived while draining: keep what runs
+        g.draining = False
+        g.last_used = time.monotonic()
+        g.generation += 1
+        for n in g.names:
+            if self.orch.sups[n].state not in _UP:
+                self.orch.start(n)
+        self.publish(g)
+        return {"entry": g.entry, "state": self.states.get(g.entry), "generation": g.generation}
+
+    # -- idle unload -----------------------------------------------------------------------------
+    async def _idle_loop(self) -> None:
+        import aiohttp
+
+        assert self.plan.router_url is not None
+        url = self.plan.router_url + "/admin/models"
+        headers = {"Authorization": f"Bearer {self.router_token}"} if self.router_token else {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as s:
+            while True:
+                await asyncio.sleep(POLL_S)
+                activity = await _activity(s, url, headers)
+                if activity is None:
+                    continue
+                for g in self.groups.values():
+                    if any((activity.get(m) or {}).get("in_flight") for m in g.models):
+                        g.last_used = time.monotonic()
+                for g in idle_to_unload(self.groups.values(), self.states, activity):
+                    up = [n for n in g.names[g.keep_warm :] if self.orch.sups[n].state in _UP]
+                    if up and g.entry not in self._unloading:
+                        self._unloading[g.entry] = asyncio.create_task(self._unload(g, s, url, headers))
+
+    async def _unload(self, g: Group, s: Any, url: str, headers: dict[str, str]) -> None:
+        """Drain (the router holds new requests), wait for nothing in flight, stop, publish."""
+        try:
+            g.draining = True
+            self.publish(g)
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                act = await _activity(s, url, headers) or {}
+                seen = [act.get(m) or {} for m in g.models]
+                if all(a.get("state") == "draining" and a.get("in_flight") == 0 for a in seen):
+                    break
+                await asyncio.sleep(0.05)
+            log.info("unloading idle on-demand model %s (keep_warm %d)", g.entry, g.keep_warm)
+            await self.orch.stop(g.names[g.keep_warm :])
+        finally:
+            g.draining = False
+            self._unloading.pop(g.entry, None)
+            self.publish(g)
+
+
+async def _activity(s: Any, url: str, headers: dict[str, str]) -> dict[str, dict[str, Any]] | None:
+    import aiohttp
+
+    try:
+        async with s.get(url, headers=headers) as r:
+            if r.status != 200:
+                return None
+            doc = await r.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+        return None
+    models = doc.get("models") if isinstance(doc, dict) else None
+    return models if isinstance(models, dict) else None

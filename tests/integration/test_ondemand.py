@@ -1,0 +1,119 @@
+"""Models on demand through a real launcher, registry, router and sitters: the first request
+wakes the model (once, however many arrive together), idle unload stops it, the next request
+wakes it again, and a model that cannot start answers 503 with the reason, never a hang."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+from launcher_helpers import Stack
+from openai import OpenAI
+
+from support import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _stack(tmp_path: Path, stacks: list[Stack], idle_s: float = 2.0) -> tuple[Stack, int]:
+    registry, router, od, bad = free_port(), free_port(), free_port(), free_port()
+    body = (
+        f"[registry]\nport = {registry}\n"
+        f"[router]\nport = {router}\n"
+        '[[backend]]\nname = "od"\npreset = "mock"\nmodels = ["od-model"]\n'
+        f'port = {od}\nstart = "on_demand"\nidle_unload_s = {idle_s}\n'
+        '[[backend]]\nname = "bad"\npreset = "mock"\nmodels = ["bad-model"]\n'
+        f'port = {bad}\nstart = "on_demand"\ncold_start_timeout_s = 3\n'
+        # A mock that never answers its health check: the model can never become ready.
+        'args = ["--hang-after", "0"]\n'
+    )
+    s = Stack(tmp_path, body)
+    stacks.append(s)
+    s.up()
+    return s, router
+
+
+def _card(router: int, model: str) -> dict:
+    r = httpx.get(f"http://127.0.0.1:{router}/v1/models/{model}", timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def _backend_pids(s: Stack, name: str) -> list[int]:
+    pid = s.services()[name]["pid"]
+    if not pid:
+        return []
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
+    tmp_path: Path,
+    stacks: list[Stack],
+) -> None:
+    s, router = _stack(tmp_path, stacks)
+    client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=60)
+    wait_until(lambda: "od-model" in [m.id for m in client.models.list().data], 20, what="od-model listed")
+    assert s.services()["od-0"]["state"] == "stopped"
+    assert _card(router, "od-model")["corral"]["state"] == "stopped"
+
+    def ask(i: int) -> str:
+        r = client.chat.completions.create(
+            model="od-model", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
+        )
+        return r.choices[0].message.content or ""
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(20) as ex:
+        answers = list(ex.map(ask, range(20)))
+    cold = time.monotonic() - t0
+    assert len(answers) == 20 and all(answers)
+    svc = s.services()["od-0"]
+    assert svc["state"] == "healthy"
+    starts = [
+        e
+        for e in s.events({("od-0", "healthy")})
+        if e["name"] == "od-0" and e["state"] == "starting" and e["pid"]  # spawned, not waiting
+    ]
+    assert len(starts) == 1, starts  # 20 concurrent first requests started the model once
+    card = _card(router, "od-model")["corral"]
+    assert card["state"] == "ready" and card["replicas_ready"] == 1 and card["on_demand"] is True
+    backend = _backend_pids(s, "od-0")
+    assert backend, "the mock backend runs under its sitter"
+
+    # No request for idle_unload_s: drained and stopped, the processes gone.
+    wait_until(lambda: s.services()["od-0"]["state"] == "stopped", 30, what="idle unload")
+    wait_until(lambda: not any(psutil.pid_exists(p) for p in backend), 10, what="backend gone")
+    wait_until(lambda: _card(router, "od-model")["corral"]["state"] == "stopped", 10, what="stopped state")
+    metrics = httpx.get(f"http://127.0.0.1:{router}/metrics", timeout=5).text
+    assert 'corral_model_state{model="od-model",state="stopped"} 1.0' in metrics
+
+    # The next request wakes it again.
+    assert ask(99)
+    assert s.services()["od-0"]["state"] == "healthy"
+    assert cold < 60
+
+
+def test_a_model_that_cannot_start_answers_503_with_the_reason(
+    tmp_path: Path,
+    stacks: list[Stack],
+) -> None:
+    s, router = _stack(tmp_path, stacks)
+    client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=30)
+    wait_until(lambda: "bad-model" in [m.id for m in client.models.list().data], 20, what="bad-model listed")
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="bad-model", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 503
+    assert time.monotonic() - t0 < 20
+    body = info.value.response.json()["error"]
+    assert "bad-model" in body["message"] and body["code"] in ("cold_start_timeout", "model_unavailable")
+    # Unknown stays 404, and the wake endpoint refuses unknown names.
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert s.api("POST", "/api/models/nope/wake").status_code == 404
+    assert {m["entry"] for m in s.api("GET", "/api/models").json()["models"]} == {"od", "bad"}
