@@ -98,7 +98,10 @@ class GpuPlanner:
         config that can never be placed."""
         from corral.gpu import GIB, PlacementError, place
 
-        need = int(e.gpu_memory_gb * GIB) if e.gpu_memory_gb else 0
+        # An on-demand model is not running now: its memory is checked (and others unloaded to
+        # make room) when it wakes (corral.launcher.gpu_budget), not promised at start.
+        mem = None if getattr(e, "start", "always") == "on_demand" else e.gpu_memory_gb
+        need = int(mem * GIB) if mem else 0
         if e.gpus is not None:
             # Structure (count, duplicates, sharing, existence) first: a config error.
             if not self.inventory.gpus and any(e.gpus):
@@ -110,7 +113,7 @@ class GpuPlanner:
             out = Placement([[] for _ in range(n)])
             for i, ids in enumerate(e.gpus):
                 try:
-                    out.gpus[i] = place(1, 0, self._view(set()), True, [ids], e.gpu_memory_gb)[0]
+                    out.gpus[i] = place(1, 0, self._view(set()), True, [ids], mem)[0]
                 except PlacementError as exc:
                     out.errors[i] = str(exc)
                     continue
@@ -128,14 +131,14 @@ class GpuPlanner:
                 f"{pool} are left ([corral] gpus, or the GPUs visible)"
             )
         try:
-            gpus = place(n, k, view, e.share_gpus, None, e.gpu_memory_gb, self.holders)
+            gpus = place(n, k, view, e.share_gpus, None, mem, self.holders)
             out = Placement(gpus)
         except PlacementError as exc:
             # Place as many replicas as fit; the others fail with the reason.
             fit: list[list[int]] = []
             for m in range(n - 1, 0, -1):
                 try:
-                    fit = place(m, k, view, e.share_gpus, None, e.gpu_memory_gb, self.holders)
+                    fit = place(m, k, view, e.share_gpus, None, mem, self.holders)
                     break
                 except PlacementError:
                     continue

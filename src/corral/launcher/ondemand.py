@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from corral.launcher.gpu_budget import Holder, Verdict, choose_evictions
 from corral.proc.events import State
 
 if TYPE_CHECKING:
@@ -124,7 +125,13 @@ class OnDemandModels:
         self._client: RegistryClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._evicting: dict[str, asyncio.Task[None]] = {}
         self.states: dict[str, str] = {}
+        self.activity: dict[str, dict[str, Any]] | None = None  # the router's, last read
+        self._session: Any = None  # aiohttp.ClientSession, made on the loop
+        url = plan.router_url
+        self._activity_url = url + "/admin/models" if url else None
+        self._router_headers = {"Authorization": f"Bearer {self.router_token}"} if self.router_token else {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def wake_url(self, entry: str) -> str:
@@ -162,10 +169,13 @@ class OnDemandModels:
 
     async def close(self, deregister: bool = True) -> None:
         """Stop the loops and heartbeats (deregistering the entries unless told not to)."""
-        for t in [*self._tasks, *self._unloading.values()]:
+        tasks = [*self._tasks, *self._unloading.values(), *self._evicting.values()]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._unloading.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(hb.stop(deregister=deregister) for hb in self.beats.values()))
+        if self._session is not None:
+            await self._session.close()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.close()
@@ -249,48 +259,134 @@ class OnDemandModels:
             task.cancel()  # a request arrived while draining: keep what runs
         g.draining = False
         g.last_used = time.monotonic()
-        g.generation += 1
-        for n in g.names:
-            if self.orch.sups[n].state not in _UP:
-                self.orch.start(n)
+        if g.entry not in self._evicting:
+            if any(p.gpu_memory_gb for p in g.procs):
+                await self._read_activity()  # who is idle right now, not a second ago
+            verdict = await asyncio.to_thread(self.budget, g)
+            if verdict.refused:
+                raise WakeRefused(f"model {g.entry} does not fit: {verdict.refused}")
+            g.generation += 1
+            if verdict.evict:
+                log.info("unloading %s to make room on the GPUs for %s", ", ".join(verdict.evict), g.entry)
+                self._evicting[g.entry] = asyncio.create_task(self._evict_then_start(g, verdict.evict))
+            else:
+                self._start_replicas(g)
         self.publish(g)
         return {"entry": g.entry, "state": self.states.get(g.entry), "generation": g.generation}
 
+    def _start_replicas(self, g: Group) -> None:
+        for n in g.names:
+            if self.orch.sups[n].state not in _UP:
+                self.orch.start(n)
+
+    async def _evict_then_start(self, g: Group, evict: list[str]) -> None:
+        try:
+            await asyncio.gather(*(self._unload(self.groups[e], everything=True) for e in evict))
+            self._start_replicas(g)
+        finally:
+            self._evicting.pop(g.entry, None)
+            self.publish(g)
+
+    def budget(self, g: Group) -> Verdict:
+        """What must be unloaded so ``g``'s replicas that are not up fit on their GPUs (blocking:
+        reads the inventory and the process table)."""
+        from corral.gpu import GIB, attribute, read_inventory
+        from corral.launcher.gpus import service_roots
+
+        need: dict[int, int] = {}
+        for p in g.procs:
+            if p.gpu_memory_gb and self.orch.sups[p.name].state not in _UP:
+                for i in p.gpus:
+                    need[i] = need.get(i, 0) + int(p.gpu_memory_gb * GIB)
+        if not need:
+            return Verdict()
+        inv = read_inventory()
+        if not inv.gpus:
+            return Verdict()
+        att = attribute(inv, service_roots(self.orch))
+        holders = [
+            Holder(h.describe().rsplit(" (", 1)[0], {gu.index: h.used_memory})
+            for gu in att.gpus
+            for h in gu.holders
+            if h.service is None
+        ]
+        group_of = {p.name: grp for grp in self.groups.values() for p in grp.procs}
+        merged: dict[str, dict[int, int]] = {}
+        for p in self.plan.processes:
+            if self.orch.sups[p.name].state not in _UP:
+                continue
+            usage = att.services.get(p.name)
+            measured = usage.memory_by_gpu if usage is not None else {}
+            declared = int(p.gpu_memory_gb * GIB) if p.gpu_memory_gb else 0
+            grp = group_of.get(p.name)
+            key = f"model {grp.entry}" if grp is not None else f"service {p.name}"
+            acc = merged.setdefault(key, {})
+            for i in set(p.gpus) | set(measured):
+                acc[i] = acc.get(i, 0) + max(declared if i in p.gpus else 0, measured.get(i, 0))
+        for key, by_gpu in merged.items():
+            grp = self.groups.get(key.removeprefix("model ")) if key.startswith("model ") else None
+            idle = grp is not None and grp is not g and self._idle(grp)
+            note = "" if idle else ("always on" if grp is None else "in use")
+            holders.append(
+                Holder(key, by_gpu, idle, grp.last_used if grp else 0.0, grp.entry if grp else None, note)
+            )
+        total = {x.index: x.memory_total for x in inv.gpus}
+        return choose_evictions(need, total, holders)
+
+    def _idle(self, g: Group) -> bool:
+        """Idle enough to evict: ready, no warm replicas to keep, nothing in flight or held."""
+        if g.keep_warm or self.states.get(g.entry) != "ready" or g.entry in self._evicting:
+            return False
+        if self.activity is None:
+            return False  # never evict blind
+        acts = [self.activity.get(m) for m in g.models]
+        return all(a is not None and not a["in_flight"] and not a["held"] for a in acts)
+
     # -- idle unload -----------------------------------------------------------------------------
-    async def _idle_loop(self) -> None:
+    async def _read_activity(self) -> dict[str, dict[str, Any]] | None:
         import aiohttp
 
-        assert self.plan.router_url is not None
-        url = self.plan.router_url + "/admin/models"
-        headers = {"Authorization": f"Bearer {self.router_token}"} if self.router_token else {}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as s:
-            while True:
-                await asyncio.sleep(POLL_S)
-                activity = await _activity(s, url, headers)
-                if activity is None:
-                    continue
-                for g in self.groups.values():
-                    if any((activity.get(m) or {}).get("in_flight") for m in g.models):
-                        g.last_used = time.monotonic()
-                for g in idle_to_unload(self.groups.values(), self.states, activity):
-                    up = [n for n in g.names[g.keep_warm :] if self.orch.sups[n].state in _UP]
-                    if up and g.entry not in self._unloading:
-                        self._unloading[g.entry] = asyncio.create_task(self._unload(g, s, url, headers))
+        if self._activity_url is None:
+            return None
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        act = await _activity(self._session, self._activity_url, self._router_headers)
+        if act is not None:
+            self.activity = act
+        return act
 
-    async def _unload(self, g: Group, s: Any, url: str, headers: dict[str, str]) -> None:
-        """Drain (the router holds new requests), wait for nothing in flight, stop, publish."""
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            activity = await self._read_activity()
+            if activity is None:
+                continue
+            for g in self.groups.values():
+                if any((activity.get(m) or {}).get("in_flight") for m in g.models):
+                    g.last_used = time.monotonic()
+            for g in idle_to_unload(self.groups.values(), self.states, activity):
+                up = [n for n in g.names[g.keep_warm :] if self.orch.sups[n].state in _UP]
+                if up and g.entry not in self._unloading and g.entry not in self._evicting:
+                    self._unloading[g.entry] = asyncio.create_task(self._unload(g))
+
+    async def _unload(self, g: Group, everything: bool = False) -> None:
+        """Drain (the router holds new requests), wait for nothing in flight, stop, publish.
+
+        Stops the replicas beyond ``keep_warm`` (all of them with ``everything``).
+        """
         try:
             g.draining = True
             self.publish(g)
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            while time.monotonic() < deadline:
-                act = await _activity(s, url, headers) or {}
+            while self._activity_url is not None and time.monotonic() < deadline:
+                act = await self._read_activity() or {}
                 seen = [act.get(m) or {} for m in g.models]
                 if all(a.get("state") == "draining" and a.get("in_flight") == 0 for a in seen):
                     break
                 await asyncio.sleep(0.05)
-            log.info("unloading idle on-demand model %s (keep_warm %d)", g.entry, g.keep_warm)
-            await self.orch.stop(g.names[g.keep_warm :])
+            keep = 0 if everything else g.keep_warm
+            log.info("unloading on-demand model %s (keeping %d replicas)", g.entry, keep)
+            await self.orch.stop(g.names[keep:])
         finally:
             g.draining = False
             self._unloading.pop(g.entry, None)
