@@ -20,16 +20,20 @@ pytestmark = pytest.mark.slow
 GIB = 1 << 30
 
 
-def test_waking_evicts_the_idle_model_or_refuses_naming_the_holders(tmp_path: Path, stacks: list[Stack]) -> None:
+def test_waking_evicts_the_idle_model_or_refuses_naming_the_holders(
+    tmp_path: Path, stacks: list[Stack]
+) -> None:
     inv = tmp_path / "gpus.json"
     # A foreign process (this test's own PID: not a corral process) holds 40 of 80 GiB.
     gpu = {"index": 0, "name": "H100", "memory_total": 80 * GIB}
-    inv.write_text(json.dumps({"gpus": [{**gpu, "processes": [{"pid": os.getpid(), "used_memory": 40 * GIB}]}]}))
+    foreign = [{"pid": os.getpid(), "used_memory": 40 * GIB}]
+    inv.write_text(json.dumps({"gpus": [{**gpu, "processes": foreign}]}))
     registry, router = free_port(), free_port()
     body = f"[registry]\nport = {registry}\n[router]\nport = {router}\n"
     for name, gb in (("a", 30), ("b", 30), ("big", 50)):
         body += (
-            f'[[backend]]\nname = "{name}"\npreset = "mock"\nmodels = ["{name}-model"]\nport = {free_port()}\n'
+            f'[[backend]]\nname = "{name}"\npreset = "mock"\nmodels = ["{name}-model"]\n'
+            f"port = {free_port()}\n"
             f'start = "on_demand"\ngpus = [[0]]\ngpu_memory_gb = {gb}\n'
         )
     s = Stack(tmp_path, body, env={**os.environ, "CORRAL_GPU_INVENTORY": str(inv)})
@@ -39,7 +43,8 @@ def test_waking_evicts_the_idle_model_or_refuses_naming_the_holders(tmp_path: Pa
     wait_until(lambda: len(client.models.list().data) == 3, 20, what="three on-demand models listed")
 
     def ask(model: str) -> str:
-        r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        msgs = [{"role": "user", "content": "hi"}]
+        r = client.chat.completions.create(model=model, messages=msgs, max_tokens=2)  # type: ignore[arg-type]
         return r.choices[0].message.content or ""
 
     assert ask("a-model")  # 40 GiB free: a (30) fits
