@@ -20,13 +20,13 @@ from support import free_port, wait_until
 pytestmark = pytest.mark.slow
 
 
-def _stack(tmp_path: Path, stacks: list[Stack], idle_s: float = 2.0) -> tuple[Stack, int]:
+def _stack(tmp_path: Path, stacks: list[Stack], idle_s: float = 2.0) -> tuple[Stack, int, int]:
     registry, router, od, bad = free_port(), free_port(), free_port(), free_port()
     body = (
         f"[registry]\nport = {registry}\n"
         f"[router]\nport = {router}\n"
         '[[backend]]\nname = "od"\npreset = "mock"\nmodels = ["od-model"]\n'
-        f'port = {od}\nstart = "on_demand"\nidle_unload_s = {idle_s}\n'
+        f'port = {od}\nstart = "on_demand"\nidle_unload_s = {idle_s}\nargs = ["--itl-ms", "30"]\n'
         '[[backend]]\nname = "bad"\npreset = "mock"\nmodels = ["bad-model"]\n'
         f'port = {bad}\nstart = "on_demand"\ncold_start_timeout_s = 3\n'
         # A mock that never answers its health check: the model can never become ready.
@@ -35,7 +35,7 @@ def _stack(tmp_path: Path, stacks: list[Stack], idle_s: float = 2.0) -> tuple[St
     s = Stack(tmp_path, body)
     stacks.append(s)
     s.up()
-    return s, router
+    return s, router, od
 
 
 def _card(router: int, model: str) -> dict:
@@ -44,18 +44,16 @@ def _card(router: int, model: str) -> dict:
     return r.json()
 
 
-def _backend_pids(s: Stack, name: str) -> list[int]:
-    pid = s.services()[name]["pid"]
-    if not pid:
-        return []
-    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+def _backend_pid(sitter_port: int) -> int | None:
+    """The backend's PID as its sitter reports it."""
+    return httpx.get(f"http://127.0.0.1:{sitter_port}/health", timeout=5).json().get("pid")
 
 
 def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
     tmp_path: Path,
     stacks: list[Stack],
 ) -> None:
-    s, router = _stack(tmp_path, stacks)
+    s, router, od = _stack(tmp_path, stacks)
     client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=60)
     wait_until(lambda: "od-model" in [m.id for m in client.models.list().data], 20, what="od-model listed")
     assert s.services()["od-0"]["state"] == "stopped"
@@ -67,7 +65,18 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
         )
         return r.choices[0].message.content or ""
 
+    # A long stream (400 tokens at 30 ms) stays in flight while we look: the model cannot be
+    # unloaded under it, however short idle_unload_s is.
     t0 = time.monotonic()
+    long = client.chat.completions.create(
+        model="od-model",
+        messages=[{"role": "user", "content": "long"}],
+        max_tokens=400,
+        stream=True,
+        extra_body={"ignore_eos": True},  # the mock runs to max_tokens, as vLLM does
+    )
+    chunks = iter(long)
+    first = next(chunks)
     with ThreadPoolExecutor(20) as ex:
         answers = list(ex.map(ask, range(20)))
     cold = time.monotonic() - t0
@@ -79,15 +88,17 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
         for e in s.events({("od-0", "healthy")})
         if e["name"] == "od-0" and e["state"] == "starting" and e["pid"]  # spawned, not waiting
     ]
-    assert len(starts) == 1, starts  # 20 concurrent first requests started the model once
+    assert len(starts) == 1, starts  # 21 concurrent first requests started the model once
     card = _card(router, "od-model")["corral"]
     assert card["state"] == "ready" and card["replicas_ready"] == 1 and card["on_demand"] is True
-    backend = _backend_pids(s, "od-0")
-    assert backend, "the mock backend runs under its sitter"
+    backend = _backend_pid(od + 1)
+    assert backend is not None and psutil.pid_exists(backend)
+    rest = list(chunks)  # the whole stream arrives: nothing stopped it
+    assert first.choices and rest[-1].choices[0].finish_reason == "length"
 
     # No request for idle_unload_s: drained and stopped, the processes gone.
     wait_until(lambda: s.services()["od-0"]["state"] == "stopped", 30, what="idle unload")
-    wait_until(lambda: not any(psutil.pid_exists(p) for p in backend), 10, what="backend gone")
+    wait_until(lambda: not psutil.pid_exists(backend), 10, what="backend gone")
     wait_until(lambda: _card(router, "od-model")["corral"]["state"] == "stopped", 10, what="stopped state")
     metrics = httpx.get(f"http://127.0.0.1:{router}/metrics", timeout=5).text
     assert 'corral_model_state{model="od-model",state="stopped"} 1.0' in metrics
@@ -102,7 +113,7 @@ def test_a_model_that_cannot_start_answers_503_with_the_reason(
     tmp_path: Path,
     stacks: list[Stack],
 ) -> None:
-    s, router = _stack(tmp_path, stacks)
+    s, router, _ = _stack(tmp_path, stacks)
     client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=30)
     wait_until(lambda: "bad-model" in [m.id for m in client.models.list().data], 20, what="bad-model listed")
     t0 = time.monotonic()
