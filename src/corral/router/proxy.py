@@ -145,12 +145,58 @@ class Proxy:
                 head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
         head += b"\r\nContent-Length: %d\r\n" % len(raw)
         ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
+        if on_demand:
+            assert od is not None
+            return await self._route_on_demand(od, key, conn, ctx, target, raw, head, stream, strip_usage, t0)
         if key is None:
             self.inflight[rid] = ctx
             try:
                 return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
             finally:
                 self.inflight.pop(rid, None)
+        return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
+
+    async def _route_on_demand(
+        self,
+        od: OnDemand,
+        key: Key | None,
+        conn: Connection,
+        ctx: RequestContext,
+        model: str,
+        raw: bytes,
+        head: bytes,
+        stream: bool,
+        strip_usage: bool,
+        t0: float,
+    ) -> Reply | None:
+        """Route a request for an on-demand model, counted in flight so idle unload waits for it."""
+        entry: ModelEntry | None = od.started(model)
+        try:
+            if key is None:
+                self.inflight[ctx.request_id] = ctx
+                try:
+                    return await self._route(conn, ctx, model, raw, head, stream, strip_usage, t0)
+                finally:
+                    self.inflight.pop(ctx.request_id, None)
+            return await self._route_keyed(key, conn, ctx, model, raw, head, stream, strip_usage, t0)
+        finally:
+            if entry is not None:
+                OnDemand.ended(entry)
+
+    async def _route_keyed(
+        self,
+        key: Key,
+        conn: Connection,
+        ctx: RequestContext,
+        target: str,
+        raw: bytes,
+        head: bytes,
+        stream: bool,
+        strip_usage: bool,
+        t0: float,
+    ) -> Reply | None:
+        """Admit by the key's limits, count it in flight for the key, then route."""
+        rid, tenants = ctx.request_id, self.tenants
         if key.limited:
             assert tenants is not None
             refusal = await tenants.admit(key)
@@ -161,14 +207,11 @@ class Proxy:
         state = key.state
         state.in_flight += 1
         self.inflight[rid] = ctx
-        entry: ModelEntry | None = od.started(target) if on_demand and od is not None else None
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             state.in_flight -= 1
             self.inflight.pop(rid, None)
-            if entry is not None:
-                OnDemand.ended(entry)
 
     def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
         """403 naming the models this key may use."""
