@@ -2,7 +2,9 @@
 
 ``GET /api/router/stats`` scrapes the router's Prometheus ``/metrics`` (at most once per
 ``interval_s``, only while someone asks, so an unwatched dashboard costs nothing) and answers
-request rate, p50/p99 latency and tokens/s per interval for the last ``window_s`` seconds.
+request rate, p50/p99 latency and tokens/s per interval for the last ``window_s`` seconds, and,
+when the router has API keys, per key: in flight, queued and tokens/minute (over the last 60 s of
+scrapes; key names only, from the ``corral_router_key_*`` and ``queue_depth`` families).
 ``GET /api/router`` joins the registry's backend instances (which models each serves) with the
 router's per-instance gauges (health, circuit, in flight).
 
@@ -39,6 +41,7 @@ class Scrape:
     completion_tokens: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound -> cumulative count
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> gauges
+    keys: dict[str, dict[str, float]] = field(default_factory=dict)  # key name -> in_flight, queued, tokens
 
 
 def parse_metrics(text: str, t: float) -> Scrape:
@@ -54,6 +57,8 @@ def parse_metrics(text: str, t: float) -> Scrape:
             elif name == "corral_router_request_duration_seconds_bucket":
                 le = float(labels["le"])
                 s.buckets[le] = s.buckets.get(le, 0.0) + value
+            elif name.startswith(_KEY_FAMILIES):
+                _key_sample(s, name, labels, value)
             elif name in _GAUGES:
                 inst = s.instances.setdefault(labels.get("instance", ""), {})
                 if name == "corral_router_in_flight":
@@ -63,6 +68,48 @@ def parse_metrics(text: str, t: float) -> Scrape:
                 else:
                     inst["circuit"] = _CIRCUIT.get(int(value), str(int(value)))
     return s
+
+
+_KEY_FAMILIES = (
+    "corral_router_key_in_flight",
+    "corral_router_queue_depth",
+    "corral_router_key_prompt_tokens_total",
+    "corral_router_key_completion_tokens_total",
+)
+
+
+def _key_sample(s: Scrape, name: str, labels: dict[str, str], value: float) -> None:
+    key = labels.get("key", "")
+    if not key or key == "-":  # "-": queued without keys
+        return
+    row = s.keys.setdefault(key, {"in_flight": 0.0, "queued": 0.0, "tokens": 0.0})
+    if name == "corral_router_key_in_flight":
+        row["in_flight"] = value
+    elif name == "corral_router_queue_depth":
+        row["queued"] += value
+    else:
+        row["tokens"] += value
+
+
+def key_rows(history: Sequence[Scrape]) -> list[dict[str, Any]]:
+    """Per key of the newest scrape: in flight, queued, and tokens/minute since the oldest one."""
+    if not history:
+        return []
+    old, new = history[0], history[-1]
+    dt = new.t - old.t
+    rows = []
+    for name, now in sorted(new.keys.items()):
+        before = old.keys.get(name, {}).get("tokens", 0.0)
+        spent = now["tokens"] - before if now["tokens"] >= before else now["tokens"]  # reset: restart
+        rows.append(
+            {
+                "name": name,
+                "in_flight": int(now["in_flight"]),
+                "queued": int(now["queued"]),
+                "tokens_per_minute": spent * 60 / dt if dt > 0 else None,
+            }
+        )
+    return rows
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -114,6 +161,7 @@ class RouterStats:
         self.window_s = window_s
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(2, int(window_s / interval_s) + 1))
         self.last: Scrape | None = None
+        self.recent: deque[Scrape] = deque()  # the last minute of scrapes (tokens/minute per key)
         self.error: str | None = None
         self._lock = asyncio.Lock()
 
@@ -145,6 +193,9 @@ class RouterStats:
             if self.last is not None:
                 self.samples.append(summarize(self.last, now))
             self.last = now
+            self.recent.append(now)
+            while len(self.recent) > 2 and self.recent[1].t <= now.t - 60:
+                self.recent.popleft()
             horizon = now.t - self.window_s
             while self.samples and self.samples[0]["t"] < horizon:
                 self.samples.popleft()
@@ -157,6 +208,7 @@ class RouterStats:
             "window_s": self.window_s,
             "error": self.error,
             "samples": list(self.samples),
+            "keys": key_rows(self.recent),
         }
 
 

@@ -29,6 +29,14 @@ from corral.errors import ConfigError
 
 log = logging.getLogger("corral.router")
 
+try:  # CPython's own sha256: ~1 µs less per call than OpenSSL 3's EVP fetch behind hashlib
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found]  # 3.11
+except ImportError:  # pragma: no cover - other Pythons
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]  # 3.12+
+    except ImportError:
+        _sha256 = hashlib.sha256
+
 KeyName = str
 
 
@@ -113,7 +121,7 @@ class Key:
 
     def __init__(self, spec: KeySpec, state: KeyState) -> None:
         self.name = spec.name
-        self.digest = spec.key_sha256
+        self.digest = bytes.fromhex(spec.key_sha256)  # raw: no hex formatting per request
         self.patterns = tuple(spec.models)
         self.max_concurrency = spec.max_concurrency
         self.rpm = spec.rpm
@@ -203,7 +211,7 @@ class Keyring:
         self.file = file
         self.enabled = bool(self.static) or file is not None
         self.states: dict[str, KeyState] = {}
-        self.by_digest: dict[str, Key] = {}
+        self.by_digest: dict[bytes, Key] = {}
         self.by_name: dict[str, Key] = {}
         self._stamp: tuple[int, int, int] | None = None
         self.on_change: list[Any] = []  # callbacks(keyring) after a (re)load
@@ -220,7 +228,7 @@ class Keyring:
         self._install(specs)
 
     def _install(self, specs: list[KeySpec]) -> None:
-        by_digest: dict[str, Key] = {}
+        by_digest: dict[bytes, Key] = {}
         by_name: dict[str, Key] = {}
         states: dict[str, KeyState] = {}
         for s in specs:
@@ -249,9 +257,9 @@ class Keyring:
     # -- lookup -----------------------------------------------------------------------------
     def lookup(self, authorization: str | None) -> Key | None:
         """The key presented as ``Authorization: Bearer KEY``; None when unknown."""
-        if not authorization or not authorization.startswith("Bearer "):
+        if not authorization or authorization[:7] != "Bearer ":
             return None
-        d = hashlib.sha256(authorization[7:].encode("utf-8", "surrogateescape")).hexdigest()
+        d = _sha256(authorization[7:].encode("utf-8", "surrogateescape")).digest()
         k = self.by_digest.get(d)
         if k is None or not hmac.compare_digest(k.digest, d):
             return None

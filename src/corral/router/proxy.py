@@ -199,7 +199,9 @@ class Proxy:
         rid, tenants = ctx.request_id, self.tenants
         if key.limited:
             assert tenants is not None
-            refusal = await tenants.admit(key)
+            refusal = tenants.limits.admit_local(key)
+            if refusal is None and tenants.limits.shared and (key.rpm or key.tpm):
+                refusal = await tenants.limits.admit_shared(key)
             if refusal is not None:
                 self.metrics.refused(key.name, refusal.code)
                 return error(429, refusal.message, rid, refusal.code, refusal.retry_after)

@@ -14,10 +14,11 @@ from typing import Any
 
 from corral.router.config import RouterSettings
 from corral.router.keys import Key, Keyring
-from corral.router.limits import Limits, Refusal
+from corral.router.limits import Limits
 from corral.router.usage import Usage
 
 log = logging.getLogger("corral.router")
+_time = time.time
 
 
 class Tenants:
@@ -62,16 +63,9 @@ class Tenants:
         key = self.keyring.lookup(authorization)
         if key is None:
             return "invalid or missing API key"
-        if key.expires_at is not None and time.time() >= key.expires_at:
+        if key.expires_at is not None and _time() >= key.expires_at:
             return f"API key {key.name!r} expired"
         return key
-
-    async def admit(self, key: Key) -> Refusal | None:
-        """The key's concurrency and rate checks (Redis only for keys with rpm or tpm)."""
-        refusal = self.limits.admit_local(key)
-        if refusal is None and self.limits.shared and (key.rpm or key.tpm):
-            refusal = await self.limits.admit_shared(key)
-        return refusal
 
     def record(self, request_id: str, key: Key, model: str, prompt: int, completion: int) -> None:
         """An answer's usage: counters, log, and the tpm charge."""

@@ -17,47 +17,24 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from typing import Any
 
 log = logging.getLogger("corral.router")
 
-_WINDOW_S = 60
-
-
-class _Rate:
-    """Tokens of the last minute in one-second slots."""
-
-    __slots__ = ("slots", "total")
-
-    def __init__(self) -> None:
-        self.slots: deque[list[int]] = deque()  # [second, tokens]
-        self.total = 0
-
-    def add(self, tokens: int, now: float) -> None:
-        sec = int(now)
-        if self.slots and self.slots[-1][0] == sec:
-            self.slots[-1][1] += tokens
-        else:
-            self.slots.append([sec, tokens])
-        self.total += tokens
-        self._trim(sec)
-
-    def _trim(self, sec: int) -> None:
-        while self.slots and self.slots[0][0] <= sec - _WINDOW_S:
-            self.total -= self.slots.popleft()[1]
-
-    def per_minute(self, now: float) -> int:
-        self._trim(int(now))
-        return self.total
+_time = time.time
 
 
 class Usage:
-    """Totals per (key name, model): requests, prompt tokens, completion tokens."""
+    """Totals per key name and model: requests, prompt tokens, completion tokens.
+
+    Kept as key -> model -> [requests, prompt, completion] (string keys hash once and cache it;
+    a (key, model) tuple would be built and hashed per request), and per key a two-minute
+    window ``[minute, tokens this minute, tokens last minute]`` for tokens/minute.
+    """
 
     def __init__(self, log_path: str | None = None, router_id: str = "") -> None:
-        self.totals: dict[tuple[str, str], list[int]] = {}
-        self.rates: dict[str, _Rate] = {}
+        self.by_key: dict[str, dict[str, list[int]]] = {}
+        self.windows: dict[str, list[int]] = {}
         self.since = time.time()
         self.log_path = log_path
         self.router_id = router_id
@@ -68,36 +45,60 @@ class Usage:
 
     def record(self, request_id: str, key: str, model: str, prompt: int, completion: int) -> None:
         """Count one answered request's usage (and log it when a log is configured)."""
-        t = self.totals.get((key, model))
+        per = self.by_key.get(key)
+        if per is None:
+            per = self.by_key[key] = {}
+        t = per.get(model)
         if t is None:
-            t = self.totals[(key, model)] = [0, 0, 0]
+            t = per[model] = [0, 0, 0]
         t[0] += 1
         t[1] += prompt
         t[2] += completion
-        r = self.rates.get(key)
-        if r is None:
-            r = self.rates[key] = _Rate()
-        now = time.time()
-        r.add(prompt + completion, now)
+        now = _time()
+        minute = int(now) // 60
+        w = self.windows.get(key)
+        if w is None:
+            w = self.windows[key] = [minute, 0, 0]
+        if w[0] != minute:
+            w[2] = w[1] if w[0] == minute - 1 else 0
+            w[0], w[1] = minute, 0
+        w[1] += prompt + completion
         if self._fd is not None:
-            line = {
-                "ts": round(now, 3),
-                "id": request_id,
-                "router": self.router_id,
-                "key": key,
-                "model": model,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-            }
-            try:
-                os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
-            except OSError as exc:  # a full disk must not fail the request that was already answered
-                log.warning("usage log %s: write failed: %s", self.log_path, exc.strerror)
+            self._log(now, request_id, key, model, prompt, completion)
+
+    def _log(self, now: float, request_id: str, key: str, model: str, prompt: int, completion: int) -> None:
+        line = {
+            "ts": round(now, 3),
+            "id": request_id,
+            "router": self.router_id,
+            "key": key,
+            "model": model,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+        }
+        try:
+            os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())  # type: ignore[arg-type]
+        except OSError as exc:  # a full disk must not fail the request that was already answered
+            log.warning("usage log %s: write failed: %s", self.log_path, exc.strerror)
+
+    @property
+    def totals(self) -> dict[tuple[str, str], list[int]]:
+        """(key, model) -> [requests, prompt tokens, completion tokens]."""
+        return {(k, m): t for k, per in list(self.by_key.items()) for m, t in list(per.items())}
 
     def tokens_per_minute(self, key: str) -> int:
-        """Prompt + completion tokens of ``key`` in the last 60 s."""
-        r = self.rates.get(key)
-        return r.per_minute(time.time()) if r is not None else 0
+        """Prompt + completion tokens of ``key`` over the last 60 s (sliding-window estimate:
+        this minute's count plus last minute's, weighted by how much of it is still in the window)."""
+        w = self.windows.get(key)
+        if w is None:
+            return 0
+        now = time.time()
+        minute = int(now) // 60
+        if w[0] == minute:
+            return int(w[1] + w[2] * (1 - (now % 60) / 60))
+        if w[0] == minute - 1:
+            return int(w[1] * (1 - (now % 60) / 60))
+        return 0
 
     def report(self, key: str | None = None) -> dict[str, Any]:
         """The ``GET /admin/usage`` document (optionally one key's rows only)."""
@@ -146,7 +147,7 @@ class Usage:
                     p, c = int(rec["prompt_tokens"]), int(rec["completion_tokens"])
                 except (ValueError, KeyError, TypeError):
                     continue  # a foreign or damaged line: skipped, not fatal
-                t = self.totals.setdefault((key, model), [0, 0, 0])
+                t = self.by_key.setdefault(key, {}).setdefault(model, [0, 0, 0])
                 t[0] += 1
                 t[1] += p
                 t[2] += c

@@ -778,6 +778,31 @@
     }
   }
 
+  // Per API key (names only): in flight, queued, tokens per minute; hidden without keys.
+  let keysKey = "";
+  function renderKeys(rows) {
+    rows = rows || [];
+    const key = JSON.stringify(rows);
+    if (key === keysKey) return;
+    keysKey = key;
+    const table = $("#keys");
+    table.hidden = rows.length === 0;
+    const frag = document.createDocumentFragment();
+    for (const r of rows) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = r.name;
+      const tpm = r.tokens_per_minute == null ? "–" : fmtNum(r.tokens_per_minute);
+      [r.name, String(r.in_flight), String(r.queued), tpm].forEach((c, k) => {
+        const td = document.createElement("td");
+        td.textContent = c;
+        if (k === 2 && r.queued > 0) td.className = "warn";
+        tr.append(td);
+      });
+      frag.append(tr);
+    }
+    $("tbody", table).replaceChildren(frag);
+  }
+
   let statsMissing = 0;
   async function pollRouter() {
     try {
@@ -789,7 +814,9 @@
       statsMissing--; // endpoint absent: ask again only now and then
     } else {
       try {
-        renderCharts(await getJSON("/api/router/stats"));
+        const stats = await getJSON("/api/router/stats");
+        renderCharts(stats);
+        renderKeys(stats.keys);
         $("#router .charts").hidden = false;
       } catch (e) {
         if (e.status === 404) {
