@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import tomli_w
 
 sys.path.insert(0, str(Path(__file__).parent))
 from router_overhead import free_port, spawn, tree_cpu_s, wait_ready
-
-from corral.config.tomlout import dump_table
 
 BODY = b'{"model": "m1", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}'
 
@@ -45,7 +44,7 @@ def sha(key: str) -> str:
 
 
 def router_toml(path: Path, table: dict[str, object]) -> None:
-    path.write_text(dump_table("router", table))
+    path.write_text(tomli_w.dumps({"router": table}))
 
 
 async def drive(
