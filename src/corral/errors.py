@@ -52,6 +52,7 @@ class ConfigError(CorralError):
     """A config file or flag is wrong. ``str()`` names the file, the field path and the problem."""
 
     def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.message = message
         self.file = file
         self.field = field
         where = ": ".join(p for p in (file, field) if p)

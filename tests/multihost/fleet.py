@@ -37,7 +37,8 @@ API_KEY = "sk-multihost-client-key"
 ADMIN_TOKEN = "multihost-admin-token"
 REGISTRY_TOKEN = "multihost-registry-token"
 SITTER_TOKEN = "multihost-sitter-admin-token"
-SECRETS = (API_KEY, ADMIN_TOKEN, REGISTRY_TOKEN, SITTER_TOKEN)
+LAUNCHER_TOKEN = "multihost-launcher-token"
+SECRETS = (API_KEY, ADMIN_TOKEN, REGISTRY_TOKEN, SITTER_TOKEN, LAUNCHER_TOKEN)
 HEARTBEAT_S, LEASE_S = 1.0, 3.0
 CONNECT_TIMEOUT_S = 1.0  # the router's default [router.timeouts] connect
 # name -> (host, port, model)
@@ -179,6 +180,37 @@ class Fleet:
             env={"CORRAL_REGISTRY_TOKEN": REGISTRY_TOKEN, "CORRAL_SITTER_ADMIN_TOKEN": SITTER_TOKEN},
         )
 
+    def start_worker_host(self, host: str) -> subprocess.Popen[bytes]:
+        """``corral up`` on a worker host: a config whose registry is elsewhere runs only the
+        host's own sitters and backends (docs/multihost.md)."""
+        names = [n for n, (h, _, _) in BACKENDS.items() if h == host]
+        cfg = self.dir / f"corral-{host}.toml"
+        lines = [
+            "[corral]",
+            'host = "0.0.0.0"',
+            f'state_dir = "{self.dir / f"launcher-{host}"}"',
+            f'ca = "{self.ca}"',
+            f'token = "{LAUNCHER_TOKEN}"',
+            "[registry]",
+            f'url = ["{self.registry("a")}", "{self.registry("b")}"]',
+            f'token = "{REGISTRY_TOKEN}"',
+        ]
+        for n in names:
+            _, port, model = BACKENDS[n]
+            lines += [
+                "[[backend]]",
+                f'name = "{n}"',
+                'preset = "mock"',
+                f'models = ["{model}"]',
+                f"port = {port}",
+                'args = ["--ttft-ms", "5", "--max-tokens", "4"]',
+                f"heartbeat_interval = {HEARTBEAT_S}",
+                "restart_delay = 0.2",
+                f'admin_token = "{SITTER_TOKEN}"',
+            ]
+        cfg.write_text("\n".join(lines) + "\n")
+        return self.corral(host, f"launcher-{host}", "up", "-c", str(cfg))
+
     def sitter_api(self, name: str) -> str:
         host, port, _ = BACKENDS[name]
         return f"https://{self.net.addr[host]}:{port + 1}"
@@ -191,7 +223,9 @@ class Fleet:
         self.start_router("a", "a", "b")
         self.start_router("b", "b", "a")
         for name in BACKENDS:
-            self.start_sitter(name)
+            if BACKENDS[name][0] == "c":
+                self.start_sitter(name)  # C: standalone `corral sit` with TLS on its API
+        self.start_worker_host("d")  # D: `corral up` as a worker host
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (and its group) by the name it was started under."""

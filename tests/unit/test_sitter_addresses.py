@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from corral.errors import ConfigError
-from corral.sitter.addresses import advertised_host, is_loopback, route_source
+from corral.settings.addresses import advertised_host, is_loopback, route_source
 from corral.sitter.config import build_config
 
 

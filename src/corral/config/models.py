@@ -53,15 +53,46 @@ class CorralSection(Strict):
     host: str = "127.0.0.1"
     gpus: int | list[int] | None = None  # count or ids; None = ask nvidia-smi
     token: str | None = None
+    # The address routers on other hosts dial for this host's backends (sitters' --advertise-host;
+    # default: derived from `host`, docs/multihost.md).
+    advertise_host: str | None = None
+    ca: str | None = None  # PEM CA bundle an https registry's certificate chains to (sitters, launcher)
 
 
 class RegistrySection(Strict):
-    """``[registry]``."""
+    """``[registry]``. With ``url`` (a registry on another host, or several sharing one Redis as
+    ``a,b`` or a list) this host is a worker host: no local registry, and no local router unless
+    ``[router] enabled = true`` says so; its sitters register there."""
 
     enabled: bool = True
     port: Port = 18000
     store: str = "memory"
     token: str | None = None
+    url: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _urls(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            v = ",".join(str(u) for u in v)
+        if isinstance(v, str):
+            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
+            for u in urls:
+                if not u.startswith(("http://", "https://")):
+                    raise ValueError(f"must be an http(s) URL, got {u!r}")
+            return ",".join(urls) or None
+        return v
+
+    @model_validator(mode="after")
+    def _remote_or_local(self) -> RegistrySection:
+        if self.url and self.enabled and "enabled" in self.model_fields_set:
+            raise ValueError("url (a registry elsewhere) and enabled = true (one here) exclude each other")
+        return self
+
+    @property
+    def local(self) -> bool:
+        """Whether this host runs the registry."""
+        return self.enabled and not self.url
 
 
 class RouterSection(Strict):

@@ -31,6 +31,7 @@ from corral.config.plan_models import Kind, Plan, ProcessPlan
 from corral.errors import ConfigError
 from corral.gpu.placement import gpu_env
 from corral.settings import Probe, SitterSettings
+from corral.settings.addresses import check_advertised
 
 # Readiness is polled quickly so `corral up` is fast; liveness slowly so idle costs nothing.
 _READY_PERIOD_S = 0.2
@@ -82,8 +83,14 @@ class _Builder:
         self.state_dir = (self.base / config.corral.state_dir).resolve()
         self.gpu_override = gpus
         self.gpu_planner: GpuPlanner | None = None  # built (inventory read) only when an entry wants GPUs
-        self.registry_url = f"http://{self.host}:{config.registry.port}" if config.registry.enabled else None
-        self.router_url = f"http://{self.host}:{config.router.port}" if config.router.enabled else None
+        reg = config.registry
+        self.local_registry = reg.local
+        self.registry_url = reg.url or (f"http://{self.host}:{reg.port}" if reg.local else None)
+        # A worker host (registry elsewhere) runs no router unless [router] enabled = true says so.
+        self.run_router = config.router.enabled and (
+            not reg.url or "enabled" in config.router.model_fields_set
+        )
+        self.router_url = f"http://{self.host}:{config.router.port}" if self.run_router else None
         self.processes: list[ProcessPlan] = []
         self.replicas_of: dict[str, list[str]] = {}
 
@@ -110,8 +117,8 @@ class _Builder:
 
     def check_dependencies(self, entries: list[tuple[str, BackendConfig | ServiceConfig]]) -> None:
         enabled = {e.name for _, e in entries}
-        builtin = {"registry"} if self.c.registry.enabled else set()
-        if self.c.router.enabled:
+        builtin = {"registry"} if self.local_registry else set()
+        if self.run_router:
             builtin.add("router")
         every = {e.name for e in (*self.c.backend, *self.c.service)}
         for where, e in entries:
@@ -157,7 +164,7 @@ class _Builder:
     # -- processes ------------------------------------------------------------------------------
     def builtin(self) -> None:
         py = [self.python, "-m", "corral"]
-        if self.c.registry.enabled:
+        if self.local_registry:
             r = self.c.registry
             argv = [*py, "registry", "--host", self.host, "--port", str(r.port)]
             argv += ["--state-dir", str(self.state_dir / "registry")]
@@ -168,7 +175,7 @@ class _Builder:
                 self.processes[-1] = self.processes[-1].model_copy(
                     update={"env": {"CORRAL_REGISTRY_TOKEN": r.token}, "token": r.token}
                 )
-        if self.c.router.enabled:
+        if self.run_router:
             rt = self.c.router
             argv = [*py, "router", "--host", self.host, "--port", str(rt.port), "--policy", rt.policy]
             # The router reads its table from a file the launcher writes: variables expanded,
@@ -206,7 +213,7 @@ class _Builder:
                 for entry in table["keys"]
             ]
         store = self.c.registry.store
-        if self.c.registry.enabled and store.startswith(("redis://", "rediss://", "unix://")):
+        if self.local_registry and store.startswith(("redis://", "rediss://", "unix://")):
             table.setdefault("limits_store", store)
         return table
 
@@ -217,7 +224,7 @@ class _Builder:
     def _needs_registry(self) -> list[Dependency]:
         # "started", not "healthy": the router's watch and the sitter's heartbeater both retry
         # from 0.1-0.2 s on, so their Python start-ups overlap the registry's (startup time).
-        return [Dependency(name="registry", condition="started")] if self.c.registry.enabled else []
+        return [Dependency(name="registry", condition="started")] if self.local_registry else []
 
     def _corral_server(self, name: Kind, argv: list[str], port: int, deps: list[Dependency]) -> None:
         url = f"http://{self.host}:{port}"
@@ -317,6 +324,8 @@ class _Builder:
             "admin_token": b.admin_token,
             "service": b.name,  # the metrics labels: service "chat", replica 1 for chat-1
             "replica": i,
+            "advertise_host": self.c.corral.advertise_host,
+            "ca": self.c.corral.ca,
         }
         try:
             settings = SitterSettings.model_validate({k: v for k, v in given.items() if v is not None})
@@ -325,6 +334,14 @@ class _Builder:
             raise self.err(
                 str(err["msg"]).removeprefix("Value error, "), f"{where}.{err['loc'][0]}"
             ) from None
+        if self.c.registry.url:
+            # A worker host: refuse now, naming the config field, a backend that would register
+            # a loopback URL with the registry on another host (the sitter would refuse anyway).
+            try:
+                check_advertised(settings)
+            except ConfigError as exc:
+                field = "corral.advertise_host" if self.c.corral.advertise_host else "corral.host"
+                raise self.err(exc.message, field) from None
         # The file name carries a digest of the settings: the sitter's argv (its identity when a
         # launcher adopts it) changes exactly when its settings do.
         settings_file = str(self.state_dir / "sitters" / name / f"settings-{settings.digest()}.json")
@@ -474,6 +491,8 @@ class _Builder:
             dashboard_port=self.c.dashboard.port,
             token=token,
             registry_url=self.registry_url,
+            registry_token=self.c.registry.token,
+            ca=self.c.corral.ca,
             router_url=self.router_url,
             processes=[by_name[n] for n in order],
             gpu_free=self._gpu_free(),

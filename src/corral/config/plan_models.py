@@ -67,9 +67,11 @@ class Plan(BaseModel):
     host: str
     dashboard_port: int
     token: str | None
-    registry_url: str | None
+    registry_url: str | None  # one URL, or several (``a,b``) on a worker host
     router_url: str | None
     processes: list[ProcessPlan]
+    registry_token: str | None = None  # for the launcher's own registry calls
+    ca: str | None = None  # PEM CA bundle for an https registry
     gpu_free: dict[int, int | None] = {}  # the inventory placement saw (free bytes, None = unknown)
 
     def get(self, name: str) -> ProcessPlan | None:

@@ -214,7 +214,7 @@ class RouterStats:
 
 async def _registry_backends(registry_url: str, token: str | None) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = registry_url.rstrip("/") + "/v1/instances?kind=backend"
+    url = registry_url.split(",")[0].rstrip("/") + "/v1/instances?kind=backend"  # a,b: the first
     try:
         async with (
             aiohttp.ClientSession(timeout=_TIMEOUT) as http,

@@ -51,8 +51,14 @@ class Drainer:
     def registry(self) -> RegistryClient | None:
         if self._registry is None and self.plan.registry_url:
             from corral.registry import RegistryClient
+            from corral.tls import client_context
 
-            self._registry = RegistryClient(self.plan.registry_url, token=self.registry_token, timeout_s=5)
+            self._registry = RegistryClient(
+                self.plan.registry_url,
+                token=self.registry_token or self.plan.registry_token,
+                timeout_s=5,
+                ssl=client_context(self.plan.ca),
+            )
         return self._registry
 
     @property

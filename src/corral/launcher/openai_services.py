@@ -52,7 +52,8 @@ class OpenAIRegistrar:
     def __init__(self, plan: Plan) -> None:
         registry = plan.get("registry")
         self.registry_url = plan.registry_url
-        self.token = registry.token if registry else None
+        self.token = registry.token if registry else plan.registry_token
+        self.ca = plan.ca
         self._client: RegistryClient | None = None
         self.beats: dict[str, Heartbeater] = {}
         self._models: dict[str, asyncio.Task[None]] = {}
@@ -84,7 +85,9 @@ class OpenAIRegistrar:
 
         if self._client is None:
             assert self.registry_url is not None
-            self._client = RegistryClient(self.registry_url, token=self.token)
+            from corral.tls import client_context
+
+            self._client = RegistryClient(self.registry_url, token=self.token, ssl=client_context(self.ca))
         assert p.url is not None
         hb = Heartbeater(
             self._client,

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
+from corral.settings.addresses import WILDCARDS
 from corral.sitter.config import SitterConfig
 
-WILDCARDS = ("0.0.0.0", "::", "")
 # The legacy --max-restarts counted every restart since start (no window), and a long run never
 # reset the count: "stable" after a year keeps that.
 _NEVER_STABLE_S = 365 * 24 * 3600.0

@@ -104,7 +104,7 @@ def build_config(
             f"{cfg.cuda_visible_devices} conflicts with --env CUDA_VISIBLE_DEVICES={cuda}", field="--gpus"
         )
     cfg.preset.check(cfg.launch_request())  # e.g. vllm without --path
-    from corral.sitter.addresses import check_advertised
+    from corral.settings.addresses import check_advertised
 
     check_advertised(cfg)
     return cfg

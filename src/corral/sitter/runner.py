@@ -20,7 +20,7 @@ from corral.errors import SpawnError
 from corral.proc import Supervisor
 from corral.proc.events import State, StateEvent
 from corral.proc.tree import port_holder
-from corral.sitter.addresses import advertised_host
+from corral.settings.addresses import advertised_host
 from corral.sitter.api import serve
 from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, url
 from corral.sitter.config import SitterConfig

@@ -15,8 +15,9 @@ import socket
 from urllib.parse import urlsplit
 
 from corral.errors import ConfigError
-from corral.sitter.backend import WILDCARDS
-from corral.sitter.config import SitterConfig
+from corral.settings.sitter import SitterSettings as SitterConfig
+
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def is_loopback(host: str) -> bool:
