@@ -47,7 +47,7 @@ class Load:
         with self._lock:
             setattr(self.result, what, getattr(self.result, what) + 1)
             if error and len(self.result.errors) < 20:
-                self.result.errors.append(error)
+                self.result.errors.append(f"[{time.monotonic():.2f}] {error}")  # when, to place it
 
     def _run(self, stream: bool) -> None:
         client = openai.OpenAI(base_url=self.base_url, api_key="none", max_retries=0, timeout=60)
