@@ -151,6 +151,7 @@ def test_router_panel_lists_models_charts_and_screenshot(page: Any, fleet: Launc
     row.wait_for()
     assert row.locator("td").nth(2).inner_text() == "healthy"
     assert row.locator("td").nth(3).inner_text() == "closed"
+    assert row.locator("td").nth(5).inner_text() == "\u2013"  # not out: no reason shown (a dash)
     has_stats = httpx.get(fleet.url + "/api/router/stats", headers=fleet.headers()).status_code == 200
     if has_stats:
         with openai.OpenAI(base_url=router + "/v1", api_key="x", max_retries=0) as client:

@@ -31,6 +31,11 @@ corral_router_in_flight{instance="http://127.0.0.1:1"} 3.0
 corral_router_instance_healthy{instance="http://127.0.0.1:1"} 1.0
 # TYPE corral_router_circuit_state gauge
 corral_router_circuit_state{instance="http://127.0.0.1:1"} 2.0
+# TYPE corral_router_instance_out gauge
+corral_router_instance_out{instance="http://127.0.0.1:1",reason="stalled"} 0.0
+corral_router_instance_out{instance="http://127.0.0.1:1",reason="circuit_open"} 1.0
+# TYPE corral_router_instance_stalls counter
+corral_router_instance_stalls_total{instance="http://127.0.0.1:1"} 4.0
 """
 
 
@@ -39,7 +44,15 @@ def test_parse_sums_models_and_reads_instance_gauges() -> None:
     assert s.requests == 12
     assert s.completion_tokens == 50
     assert s.buckets == {0.1: 6.0, 1.0: 12.0, math.inf: 12.0}
-    assert s.instances == {"http://127.0.0.1:1": {"in_flight": 3, "healthy": True, "circuit": "open"}}
+    assert s.instances == {
+        "http://127.0.0.1:1": {
+            "in_flight": 3,
+            "healthy": True,
+            "circuit": "open",
+            "out_reason": "circuit_open",
+            "stalls": 4,
+        }
+    }
 
 
 def test_quantile_interpolates_within_the_bucket_like_prometheus() -> None:

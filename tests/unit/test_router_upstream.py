@@ -17,7 +17,7 @@ OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r
 
 class Backend:
     """Answers by path: /ok, /sse (two chunks), /drop (drop the next request on this connection),
-    /slow (headers, then silence)."""
+    /slow (headers, then silence), /stall (headers and one chunk, then silence)."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -56,6 +56,10 @@ class Backend:
                         await writer.drain()
                         await asyncio.sleep(0.01)
                     writer.write(b"0\r\n\r\n")
+                elif path == b"/stall":
+                    writer.write(SSE_HEAD + b"9\r\ndata: 1\n\n\r\n")
+                    await writer.drain()
+                    await reader.read()  # one token, then silent with the connection open
                 elif path == b"/slow":
                     writer.write(SSE_HEAD)
                     await writer.drain()
@@ -122,6 +126,31 @@ async def test_read_timeout_between_chunks(backend: Backend) -> None:
     r = await up.request(backend.url, head(up, backend.url, "/slow", b""), b"", Timeouts(3, 0.2, None))
     with pytest.raises(UpstreamTimeout):
         await r.readany()
+    r.release()
+    up.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "timeouts", "phase"),
+    [
+        ("/slow", Timeouts(3, 10, None, first=0.2), "first_token"),
+        # The first chunk shortens the armed 10 s first-token timer to the 0.2 s inter-token one.
+        ("/stall", Timeouts(3, 0.2, None, first=10), "inter_token"),
+        ("/slow", Timeouts(3, 10, 0.3, first=10), "response"),
+    ],
+)
+async def test_watchdog_timeout_names_its_phase_and_closes_the_connection(
+    backend: Backend, path: str, timeouts: Timeouts, phase: str
+) -> None:
+    up = Upstream()
+    r = await up.request(backend.url, head(up, backend.url, path, b""), b"", timeouts)
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamTimeout) as exc:
+        while await r.readany():
+            pass
+    assert exc.value.phase == phase
+    assert asyncio.get_running_loop().time() - t0 < 5
+    assert r.transport is not None and r.transport.is_closing()  # the backend sees us leave
     r.release()
     up.close()
 

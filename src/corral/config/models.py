@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.settings.generation_probe import GenerationProbe
 from corral.settings.probe import Probe
 from corral.settings.restart import RestartPolicy
 
@@ -172,6 +173,7 @@ class BackendConfig(_Entry):
     idle_unload_s: float | None = Field(default=None, gt=0)  # on_demand: default 600; always: never
     keep_warm: int = Field(default=0, ge=0)  # replicas kept up even when idle
     cold_start_timeout_s: float = Field(default=600, gt=0)  # how long a first request may wait
+    generation_probe: GenerationProbe | None = None  # default: the preset's (vllm: on)
 
     @model_validator(mode="after")
     def _needs_something_to_run(self) -> BackendConfig:

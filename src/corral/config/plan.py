@@ -326,6 +326,7 @@ class _Builder:
             "replica": i,
             "advertise_host": self.c.corral.advertise_host,
             "ca": self.c.corral.ca,
+            "generation_probe": b.generation_probe,
         }
         try:
             settings = SitterSettings.model_validate({k: v for k, v in given.items() if v is not None})

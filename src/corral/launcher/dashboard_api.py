@@ -28,7 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral.errors import error_body
 
 _CIRCUIT = {0: "closed", 1: "half_open", 2: "open"}
-_GAUGES = ("corral_router_in_flight", "corral_router_instance_healthy", "corral_router_circuit_state")
+_GAUGES = (
+    "corral_router_in_flight",
+    "corral_router_instance_healthy",
+    "corral_router_circuit_state",
+    "corral_router_instance_out",
+    "corral_router_instance_stalls_total",
+)
 _TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
@@ -65,6 +71,11 @@ def parse_metrics(text: str, t: float) -> Scrape:
                     inst["in_flight"] = int(value)
                 elif name == "corral_router_instance_healthy":
                     inst["healthy"] = value >= 1
+                elif name == "corral_router_instance_out":
+                    if value >= 1:  # one sample per possible reason; the one set to 1 is why
+                        inst["out_reason"] = labels.get("reason")
+                elif name == "corral_router_instance_stalls_total":
+                    inst["stalls"] = int(value)
                 else:
                     inst["circuit"] = _CIRCUIT.get(int(value), str(int(value)))
     return s
@@ -230,7 +241,8 @@ async def _registry_backends(registry_url: str, token: str | None) -> list[dict[
 
 
 def overview(backends: list[dict[str, Any]], gauges: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{"models": [{"name", "instances": [{url, service, state, healthy, circuit, in_flight}]}]}``.
+    """``{"models": [{"name", "instances": [{url, service, state, healthy, circuit, in_flight,
+    out_reason, stalls}]}]}``.
 
     Instances the router knows but the registry does not (static workers) are listed under
     the model ``"(static)"`` so nothing routable is hidden.
@@ -248,6 +260,8 @@ def overview(backends: list[dict[str, Any]], gauges: dict[str, dict[str, Any]]) 
             "healthy": g.get("healthy", inst.get("state") == "healthy"),
             "circuit": g.get("circuit"),
             "in_flight": g.get("in_flight", 0),
+            "out_reason": g.get("out_reason"),
+            "stalls": g.get("stalls", 0),
             "routed": bool(g),
         }
         for model in inst.get("models") or []:

@@ -38,6 +38,10 @@ class Preset:
     default_max_concurrency: ClassVar[int | None] = None  # None = unlimited
     default_start_timeout_s: ClassVar[float] = 1800.0  # real engines load weights for minutes
     needs_path: ClassVar[bool] = True
+    # Generation probe (corral.sitter.genprobe): on by default where the health path is known to
+    # lie; ``busy_metric`` is the engine's Prometheus counter of finished requests (traffic seen).
+    generation_probe: ClassVar[bool] = False
+    busy_metric: ClassVar[str | None] = None
 
     def check(self, req: LaunchRequest) -> None:
         """Raise ConfigError when ``req`` lacks something this engine needs."""

@@ -15,6 +15,7 @@ class MockPreset(Preset):
     name = "mock"
     default_start_timeout_s = 60.0
     needs_path = False
+    busy_metric = "corral_mock_requests_completed_total"
 
     def base_argv(self, req: LaunchRequest) -> list[str]:
         models = ",".join(self.model_names(req))

@@ -9,6 +9,9 @@ class VllmPreset(Preset):
     """vLLM's OpenAI server; ``/health`` answers 200 once the engine is up."""
 
     name = "vllm"
+    # vllm#39863: the engine core can die while the API server keeps answering /health 200.
+    generation_probe = True
+    busy_metric = "vllm:request_success_total"
 
     def base_argv(self, req: LaunchRequest) -> list[str]:
         argv = ["vllm", "serve", str(req.path), "--host", req.host, "--port", str(req.port)]

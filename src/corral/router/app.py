@@ -15,6 +15,7 @@ from corral.router.admin import Admin
 from corral.router.config import RouterSettings
 from corral.router.discovery import Discovery
 from corral.router.engine_load import EngineLoad
+from corral.router.health import Health
 from corral.router.http import Connection, Handler, Reply, Request, Server
 from corral.router.metrics import Metrics, make_renderer
 from corral.router.models_view import model_card, model_cards, model_names
@@ -37,7 +38,10 @@ class Router:
         self.metrics = Metrics()
         self.pool.on_wait = self.metrics.queue_wait
         self.tenants = Tenants.build(settings, api_keys)
-        self.proxy = Proxy(settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants)
+        self.outliers = Health(settings, self.pool)
+        self.proxy = Proxy(
+            settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants, self.outliers
+        )
         self.ondemand = OnDemand(self.pool, settings.queue_size)
         self.proxy.ondemand = self.ondemand
         self.discovery = Discovery(settings, self.pool, self.ondemand)
@@ -75,9 +79,11 @@ class Router:
         await self.discovery.start()
         if self.engine_load is not None:
             self.engine_load.start()
+        await self.outliers.start()
 
     async def close(self) -> None:
         """Stop discovery and close upstream connections."""
+        await self.outliers.close()
         if self.engine_load is not None:
             await self.engine_load.close()
         await self.discovery.close()

@@ -38,8 +38,22 @@ class WorkerSpec(_Strict):
         return v.rstrip("/")
 
 
+class ModelTimeouts(_Strict):
+    """Per-model overrides of the stall watchdog (``[router.timeouts.models."NAME"]``)."""
+
+    first_token_s: float | None = Field(default=None, gt=0)
+    inter_token_s: float | None = Field(default=None, gt=0)
+    response_s: float | None = Field(default=None, gt=0)
+    retry_on_timeout: bool | None = None
+
+
 class Timeouts(_Strict):
-    """Upstream timeouts in seconds. Streams have no total limit, only ``read`` between chunks.
+    """Upstream timeouts in seconds: the stall watchdog.
+
+    Streams: ``first_token_s`` until the first body byte, then ``inter_token_s`` between chunks,
+    no total. Non-streamed requests: ``response_s`` for the whole answer. ``read`` / ``total`` are
+    the older names, used when the new ones are not set. ``retry_on_timeout``: a request that
+    timed out before any byte reached the client is tried on another instance (else 504).
 
     ``connect`` is LAN-sized: a live host's kernel answers a SYN within a millisecond even when
     its server is busy, and 1 s is also TCP's first SYN retransmission (RFC 6298), so a backend
@@ -50,8 +64,33 @@ class Timeouts(_Strict):
     """
 
     connect: float = Field(default=1.0, gt=0)
-    read: float = Field(default=600.0, gt=0)  # first byte and between stream chunks
-    total: float = Field(default=1800.0, gt=0)  # non-streaming requests
+    read: float = Field(default=600.0, gt=0)  # older name: first byte and between stream chunks
+    total: float = Field(default=1800.0, gt=0)  # older name: non-streaming requests
+    first_token_s: float | None = Field(default=None, gt=0)
+    inter_token_s: float | None = Field(default=None, gt=0)
+    response_s: float | None = Field(default=None, gt=0)
+    retry_on_timeout: bool = True
+    models: dict[str, ModelTimeouts] = Field(default_factory=dict)
+
+    def for_model(self, model: str) -> tuple[float, float, float, bool]:
+        """(first_token_s, inter_token_s, response_s, retry_on_timeout) for ``model``."""
+        o = self.models.get(model) or ModelTimeouts()
+        first = o.first_token_s or self.first_token_s or self.read
+        inter = o.inter_token_s or self.inter_token_s or self.read
+        response = o.response_s or self.response_s or self.total
+        retry = self.retry_on_timeout if o.retry_on_timeout is None else o.retry_on_timeout
+        return first, inter, response, retry
+
+
+class Outlier(_Strict):
+    """Outlier ejection (as Envoy's): ``consecutive_stalls`` timeouts in a row take an instance
+    out for ``base_ejection_s`` (doubling per ejection, at most ``max_ejection_s``); it comes
+    back when a 1-token generation probe (``probe_timeout_s``) succeeds."""
+
+    consecutive_stalls: int = Field(default=3, ge=1)
+    base_ejection_s: float = Field(default=5.0, gt=0)
+    max_ejection_s: float = Field(default=300.0, gt=0)
+    probe_timeout_s: float = Field(default=5.0, gt=0)
 
 
 class Breaker(_Strict):
@@ -83,6 +122,7 @@ class RouterSettings(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: int = Field(default=3, ge=0)  # extra attempts on other instances
     breaker: Breaker = Field(default_factory=Breaker)
+    outlier: Outlier = Field(default_factory=Outlier)
     # Waiters per model, over all keys (also spelt queue_max); past it, 503 with Retry-After.
     queue_size: int = Field(default=1024, ge=0, validation_alias=AliasChoices("queue_size", "queue_max"))
     queue_timeout_s: float = Field(default=30.0, gt=0)

@@ -205,6 +205,7 @@ class Discovery:
             max_concurrency=limit,
             # A draining instance gets nothing new (not routable); in-flight requests finish.
             state="draining" if d.get("draining") else str(d.get("state", "starting")),
+            reason=meta.get("out_reason") if isinstance(meta.get("out_reason"), str) else None,
             breaker_failures=s.breaker.failures,
             cooldown_s=s.breaker.cooldown_s,
         )

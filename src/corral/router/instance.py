@@ -22,6 +22,9 @@ class Instance:
         "circuit",
         "cooldown_s",
         "cooling",
+        "ejected",
+        "ejected_until",
+        "ejections",
         "engine_base",
         "engine_load",
         "ewma_s",
@@ -34,7 +37,10 @@ class Instance:
         "outstanding",
         "probe_ok",
         "reachable",
+        "reason",
         "source",
+        "stalls",
+        "stalls_total",
         "state",
         "trial_in_flight",
         "url",
@@ -51,6 +57,7 @@ class Instance:
         state: str = "starting",
         breaker_failures: int = 5,
         cooldown_s: float = 5.0,
+        reason: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.id = id or self.url
@@ -59,6 +66,7 @@ class Instance:
         self.max_concurrency = max_concurrency
         self.state = state  # registry state, or "healthy"/"unhealthy" from our probe
         self.probe_ok = state == "healthy"
+        self.reason = reason  # why the source says it is not healthy (e.g. a failed generation probe)
         self.reachable = True  # False after a connect error, until a probe or the registry says so
         self.outstanding = 0
         self.breaker_failures = breaker_failures
@@ -77,6 +85,22 @@ class Instance:
         # Set by the pool: called after a change of circuit or reachability, so that the
         # model's routable set follows (``Pool.refresh``). Direct attribute writers call it too.
         self.notify: Callable[[Instance], None] | None = None
+        # Stall watchdog / outlier ejection (corral.router.health owns these).
+        self.stalls = 0  # consecutive timeouts
+        self.stalls_total = 0
+        self.ejected = False
+        self.ejected_until = 0.0
+        self.ejections = 0
+
+    def inherit(self, old: Instance) -> None:
+        """Carry the live state of the instance this one replaces (same id, new registry view)."""
+        self.outstanding = old.outstanding
+        self.failures, self.circuit, self.open_until = old.failures, old.circuit, old.open_until
+        self.trial_in_flight = old.trial_in_flight
+        self.stalls, self.stalls_total = old.stalls, old.stalls_total
+        self.ejected, self.ejected_until, self.ejections = old.ejected, old.ejected_until, old.ejections
+        if not old.reachable and not self.probe_ok:
+            self.reachable = False
 
     @property
     def healthy(self) -> bool:
@@ -85,7 +109,7 @@ class Instance:
 
     def routable(self, now: float) -> bool:
         """Whether a new request may go here now (health, circuit, concurrency limit)."""
-        if not (self.probe_ok and self.reachable):
+        if not (self.probe_ok and self.reachable) or self.ejected:
             return False
         if self.max_concurrency and self.outstanding >= self.max_concurrency:
             return False
@@ -115,8 +139,9 @@ class Instance:
             self.trial_in_flight = True
 
     def on_success(self) -> None:
-        """The request got a usable answer: the circuit closes."""
+        """The request got a usable answer: the circuit closes, the stall streak ends."""
         self.failures = 0
+        self.stalls = 0
         if self.circuit is not CLOSED:
             self.circuit = CLOSED
             self.trial_in_flight = False
@@ -146,9 +171,47 @@ class Instance:
             "healthy": self.healthy,
             "reachable": self.reachable,
             "circuit": self.circuit,
+            "out_reason": out_reason(self, time.monotonic()),
+            "stalls": self.stalls,
+            "stalls_total": self.stalls_total,
+            "ejections": self.ejections,
             "outstanding": self.outstanding,
             "max_concurrency": self.max_concurrency,
             "load": self.load,
             "engine_load": None if self.engine_load < 0 else self.engine_load,
             "ttfb_ewma_ms": round(self.ewma_s * 1000, 2),
         }
+
+
+# Why an instance takes no new requests: a bounded set (it is a Prometheus label value).
+OUT_REASONS = (
+    "draining",
+    "starting",
+    "unhealthy",
+    "generation_probe_failed",
+    "unreachable",
+    "stalled",
+    "circuit_open",
+)
+_STARTING = frozenset(("starting", "restarting"))
+
+
+def out_reason(inst: Instance, now: float) -> str | None:
+    """Why ``inst`` is out of rotation (one of :data:`OUT_REASONS`), or None when it is in.
+
+    The source's view comes first (draining, starting, a failed probe), then ours (connect
+    error, stall ejection, open circuit). Being at its concurrency limit is busy, not out.
+    """
+    if inst.state == "draining":
+        return "draining"
+    if not inst.probe_ok:
+        if inst.state in _STARTING:
+            return "starting"
+        return inst.reason if inst.reason in OUT_REASONS else "unhealthy"
+    if not inst.reachable:
+        return "unreachable"
+    if inst.ejected:
+        return "stalled"
+    if inst.circuit is OPEN and now < inst.open_until:
+        return "circuit_open"
+    return None

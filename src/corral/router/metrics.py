@@ -7,6 +7,7 @@ families at scrape time, together with live gauges read from the pool.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from corral.router.instance import CLOSED, HALF_OPEN, OPEN
+from corral.router.instance import CLOSED, HALF_OPEN, OPEN, OUT_REASONS, out_reason
 from corral.router.ondemand import STATES, OnDemand
 from corral.router.pool import Pool
 
@@ -150,13 +151,35 @@ class _Collector:
         circuit = GaugeMetricFamily(
             "corral_router_circuit_state", "0 closed, 1 half-open, 2 open.", labels=["instance"]
         )
+        out = GaugeMetricFamily(
+            "corral_router_instance_out",
+            "1 for the reason an instance takes no new requests (one of a fixed set), else 0.",
+            labels=["instance", "reason"],
+        )
+        stalls = CounterMetricFamily(
+            "corral_router_instance_stalls", "Watchdog timeouts (stalls) per instance.", labels=["instance"]
+        )
+        ejections = CounterMetricFamily(
+            "corral_router_instance_ejections",
+            "Outlier ejections after repeated stalls.",
+            labels=["instance"],
+        )
+        now = time.monotonic()
         for inst in list(self.pool.instances.values()):
             inflight.add_metric([inst.url], inst.outstanding)
             healthy.add_metric([inst.url], 1 if inst.healthy else 0)
             circuit.add_metric([inst.url], _CIRCUIT[inst.circuit])
+            why = out_reason(inst, now)
+            for reason in OUT_REASONS:
+                out.add_metric([inst.url, reason], 1 if reason == why else 0)
+            stalls.add_metric([inst.url], inst.stalls_total)
+            ejections.add_metric([inst.url], inst.ejections)
         yield inflight
         yield healthy
         yield circuit
+        yield out
+        yield stalls
+        yield ejections
         yield from self._queues()
         if self.tenants is not None:
             yield from self._keys(self.tenants)

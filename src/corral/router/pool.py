@@ -63,11 +63,7 @@ class Pool:
         """Add or replace the instance with ``inst.id``, keeping the live load of an old one."""
         old = self.instances.get(inst.id)
         if old is not None:
-            inst.outstanding = old.outstanding
-            inst.failures, inst.circuit, inst.open_until = old.failures, old.circuit, old.open_until
-            inst.trial_in_flight = old.trial_in_flight
-            if not old.reachable and not inst.probe_ok:
-                inst.reachable = False
+            inst.inherit(old)
             self._leave(old)
         inst.notify = self.refresh
         self.instances[inst.id] = inst

@@ -1,7 +1,10 @@
 """The data path: one handler that routes a ``/v1/*`` JSON POST to an instance.
 
 Retries happen only before any byte reached the client: on connect errors, on a backend that
-dies before answering, and on 429/502/503/504. A stream is relayed chunk by chunk as it arrives
+dies before answering, on 429/502/503/504, and on a watchdog timeout when ``retry_on_timeout``
+allows (else 504). A backend's 4xx is the client's problem and its 429 means full: neither counts
+against the instance. Timeouts count as stalls (``corral.router.health``), not breaker failures.
+A stream is relayed chunk by chunk as it arrives
 (cut on line boundaries only); if the backend dies mid-stream the client gets an SSE ``error``
 event and a clean end of the body. The upstream request is closed as soon as the client leaves
 (``corral.router.http`` cancels the handler) or ``/v1/cancel/{id}`` is called.
@@ -19,6 +22,7 @@ import time
 from corral.router import sse
 from corral.router.config import RouterSettings
 from corral.router.context import RequestContext
+from corral.router.health import Health
 from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
 from corral.router.keys import Key
@@ -27,7 +31,14 @@ from corral.router.ondemand import ModelEntry, ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
 from corral.router.tenants import Tenants
-from corral.router.upstream import ConnectError, Response, Timeouts, Upstream, UpstreamError
+from corral.router.upstream import (
+    ConnectError,
+    Response,
+    Timeouts,
+    Upstream,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
 _FAIL_STATUS = frozenset((502, 503, 504))  # count against the circuit breaker (429 is load)
@@ -37,10 +48,30 @@ _JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
 
 
 class _Attempt(Exception):
-    """An attempt failed before anything reached the client; try another instance."""
+    """An attempt failed before anything reached the client; try another instance.
 
-    def __init__(self, message: str) -> None:
+    ``timeout``: it was the watchdog (the answer, if no other instance does better, is a 504).
+    """
+
+    def __init__(self, message: str, timeout: bool = False) -> None:
         super().__init__(message)
+        self.timeout = timeout
+
+
+class _Limits:
+    """One model's watchdog settings, resolved once: upstream timeouts per kind, retry rule."""
+
+    __slots__ = ("plain", "retry", "stream")
+
+    def __init__(self, settings: RouterSettings, model: str) -> None:
+        t = settings.timeouts
+        first, inter, response, self.retry = t.for_model(model)
+        self.plain = Timeouts(t.connect, response, response, response)
+        self.stream = Timeouts(t.connect, inter, None, first)
+
+
+class _Final(Exception):
+    """A watchdog timeout that must not be retried (``retry_on_timeout = false``)."""
 
 
 class Proxy:
@@ -53,8 +84,10 @@ class Proxy:
         metrics: Metrics,
         select: Select,
         tenants: Tenants | None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health or Health(settings, pool)
         self.pool = pool
         self.metrics = metrics
         self.select = select
@@ -68,9 +101,8 @@ class Proxy:
         # X-Request-ID that does not parse as a UUID.
         h = os.urandom(10).hex()
         self._id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-        t = settings.timeouts
-        self._t_plain = Timeouts(t.connect, t.read, t.total)
-        self._t_stream = Timeouts(t.connect, t.read, None)
+        self._default_limits = _Limits(settings, "")
+        self._limits = {m: _Limits(settings, m) for m in settings.timeouts.models}
 
     async def start(self) -> None:
         """Nothing to open: upstream connections are made on first use and then pooled."""
@@ -241,6 +273,8 @@ class Proxy:
         key = ctx.key
         name, prio = (key.name, key.priority) if key is not None else ("", 0)
         timeout = settings.queue_timeout_s
+        timed_out = False
+        limits = self._limits.get(model, self._default_limits)
         for attempt in range(settings.retries + 1):
             try:
                 inst = await pool.acquire(model, self.select, ctx, timeout, tried, name, prio)
@@ -263,9 +297,12 @@ class Proxy:
                 break
             last_try = attempt == settings.retries
             try:
-                return await self._send(conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try)
+                return await self._send(
+                    conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
+                )
             except _Attempt as exc:
                 last = str(exc)
+                timed_out = exc.timeout
                 tried = (*tried, inst)
                 self.metrics.retry(model)
             except asyncio.CancelledError:
@@ -274,6 +311,9 @@ class Proxy:
                 return self._cancelled(ctx)
             finally:
                 pool.release(inst)
+        if timed_out:
+            self.metrics.error(model, 504)
+            return error(504, f"model {model!r}: {last}", rid, "upstream_timeout")
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
 
@@ -287,6 +327,14 @@ class Proxy:
         names = ", ".join(self.pool.model_names()) or "none"
         self.metrics.error(model, 404)
         return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
+
+    def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: _Limits, when: str = "") -> _Attempt:
+        """Count a watchdog timeout against ``inst``; the attempt to raise (retried or not)."""
+        self.health.on_stall(inst)
+        message = f"{inst.url}: {exc}{when}"
+        if not limits.retry:
+            raise _Final(message)
+        return _Attempt(message, timeout=True)
 
     def _cancelled(self, ctx: RequestContext) -> Reply:
         """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""
@@ -308,12 +356,37 @@ class Proxy:
         strip_usage: bool,
         t0: float,
         last_try: bool,
+        limits: _Limits,
+    ) -> Reply | None:
+        try:
+            return await self._attempt(
+                conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
+            )
+        except _Final as exc:  # timed out, no byte sent, retry_on_timeout off: 504 at once
+            self.metrics.request(model, inst.url, 504, time.perf_counter() - t0)
+            return error(504, str(exc), ctx.request_id, "upstream_timeout")
+
+    async def _attempt(
+        self,
+        conn: Connection,
+        ctx: RequestContext,
+        inst: Instance,
+        model: str,
+        raw: bytes,
+        head: bytes,
+        stream: bool,
+        strip_usage: bool,
+        t0: float,
+        last_try: bool,
+        limits: _Limits,
     ) -> Reply | None:
         up = self.upstream
         try:
             resp = await up.request(
-                inst.url, head + up.host_header(inst.url), raw, self._t_stream if stream else self._t_plain
+                inst.url, head + up.host_header(inst.url), raw, limits.stream if stream else limits.plain
             )
+        except UpstreamTimeout as exc:
+            raise self._stalled(inst, exc, limits) from None
         except ConnectError as exc:
             inst.on_failure(connect=True)
             raise _Attempt(f"{inst.url}: cannot connect ({exc.os_error})") from None
@@ -328,10 +401,12 @@ class Proxy:
                 raise _Attempt(f"{inst.url}: HTTP {status}")
             ctype = resp.content_type
             if ctype.startswith(b"text/event-stream"):
-                await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0)
+                await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0, limits)
                 return None
             try:
                 data = await resp.read()
+            except UpstreamTimeout as exc:
+                raise self._stalled(inst, exc, limits) from None
             except _UPSTREAM_ERRORS as exc:
                 inst.on_failure()
                 raise _Attempt(f"{inst.url}: {type(exc).__name__} while reading the answer") from None
@@ -363,6 +438,7 @@ class Proxy:
         ctype: bytes,
         strip_usage: bool,
         t0: float,
+        limits: _Limits,
     ) -> None:
         """Relay an SSE answer; the response head goes out with the first upstream bytes.
 
@@ -372,6 +448,8 @@ class Proxy:
         # Wait for the first bytes before answering: until then a dead backend can still be retried.
         try:
             first = await resp.readany()
+        except UpstreamTimeout as exc:
+            raise self._stalled(inst, exc, limits, " before the first token") from None
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
             raise _Attempt(f"{inst.url}: {type(exc).__name__} before the first byte") from None
@@ -392,6 +470,13 @@ class Proxy:
             resp.relay(sink)
             try:
                 await resp.wait_end()
+            except UpstreamTimeout as exc:
+                self.health.on_stall(inst)
+                status = 504
+                # The upstream is already aborted (the backend sees the disconnect and stops).
+                conn.stream_end(
+                    sse.error_event(f"backend {inst.url} stalled: {exc}", 504, "upstream_timeout")
+                )
             except _UPSTREAM_ERRORS as exc:
                 inst.on_failure()
                 status = 502

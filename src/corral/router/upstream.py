@@ -6,8 +6,10 @@ request is one pre-assembled ``bytes`` write on a pooled connection, and the res
 status, content type and body pieces straight from the parser callbacks.
 
 Timeouts cost one timer per request, not one per chunk: ``data_received`` stamps the time and the
-timer, when it fires, re-arms itself for the rest of the idle window (``read``) or the request's
-deadline (``total``), whichever is sooner.
+timer, when it fires, re-arms itself for the rest of the idle window (``first`` until the first
+body byte, ``read`` after it) or the request's deadline (``total``), whichever is sooner. This is
+the router's stall watchdog: a backend silent past the window is cut (``UpstreamTimeout`` with its
+``phase``) and its connection aborted, so the backend sees the disconnect and stops generating.
 """
 
 from __future__ import annotations
@@ -38,7 +40,16 @@ class ConnectError(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError, TimeoutError):
-    """The backend was silent for longer than the read timeout (or the total ran out)."""
+    """The backend was silent for longer than its window, or the total ran out.
+
+    ``phase``: ``"first_token"`` (no body byte yet), ``"inter_token"`` (silent between body
+    pieces) or ``"response"`` (the request's deadline passed); ``seconds``: the limit that hit.
+    """
+
+    def __init__(self, phase: str, seconds: float) -> None:
+        super().__init__(f"backend sent nothing for {seconds:g}s ({phase.replace('_', ' ')})")
+        self.phase = phase
+        self.seconds = seconds
 
 
 class UpstreamClosed(UpstreamError):
@@ -46,12 +57,14 @@ class UpstreamClosed(UpstreamError):
 
 
 class Timeouts:
-    """Seconds: ``connect``, ``read`` (between pieces of the body), ``total`` (None: no limit)."""
+    """Seconds: ``connect``, ``read`` (between pieces of the body), ``total`` (None: no limit),
+    ``first`` (until the first body byte; ``read`` when not given)."""
 
-    __slots__ = ("connect", "read", "total")
+    __slots__ = ("connect", "first", "read", "total")
 
-    def __init__(self, connect: float, read: float, total: float | None) -> None:
+    def __init__(self, connect: float, read: float, total: float | None, first: float | None = None) -> None:
         self.connect, self.read, self.total = connect, read, total
+        self.first = read if first is None else first
 
 
 class _Target:
@@ -113,6 +126,7 @@ class Response(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.got_bytes = False
+        self.got_body = False
         self.keep_alive = False
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -123,6 +137,8 @@ class Response(asyncio.Protocol):
         self._last = 0.0
         self._deadline: float | None = None
         self._read_s = 0.0
+        self._first_s = 0.0
+        self._total_s = 0.0
         self._sink: Callable[[bytes], None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -164,6 +180,8 @@ class Response(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if not self.got_body:
+            self._first_body()
         if self._sink is not None:
             self._sink(body)
             return
@@ -209,19 +227,36 @@ class Response(asyncio.Protocol):
         now = time.monotonic()
         self._last = now
         self._read_s = t.read
+        self._first_s = t.first
+        self._total_s = t.total or 0.0
         self._deadline = now + t.total if t.total else None
-        self._timer = loop.call_later(t.read if t.total is None else min(t.read, t.total), self._check)
+        self._timer = loop.call_later(t.first if t.total is None else min(t.first, t.total), self._check)
+
+    def _first_body(self) -> None:
+        """The first token came: from now on the (usually shorter) ``read`` window applies, so
+        the timer, armed for ``first``, is brought forward when it would fire later than that."""
+        self.got_body = True
+        timer = self._timer
+        if timer is not None and self._read_s < self._first_s:
+            loop = asyncio.get_running_loop()
+            due = loop.time() + self._read_s  # the timer's own clock
+            if timer.when() > due:
+                timer.cancel()
+                self._timer = loop.call_at(due, self._check)
 
     def _check(self) -> None:
         now = time.monotonic()
-        left = self._last + self._read_s - now
-        if self._deadline is not None:
-            left = min(left, self._deadline - now)
+        window = self._read_s if self.got_body else self._first_s
+        left = self._last + window - now
+        phase = "inter_token" if self.got_body else "first_token"
+        if self._deadline is not None and self._deadline - now < left:
+            left = self._deadline - now
+            phase, window = "response", self._total_s
         if left > 0:
             self._timer = asyncio.get_running_loop().call_later(left, self._check)
             return
         self._timer = None
-        self._fail(UpstreamTimeout("backend timed out"))
+        self._fail(UpstreamTimeout(phase, window))
         if self.transport is not None:
             self.transport.abort()
 

@@ -3,6 +3,8 @@
 - :class:`Probe` — a health probe (Kubernetes semantics): ``[[service]] health`` tables, the
   launcher's and the sitter's supervision.
 - :class:`RestartPolicy` — when to restart and when to give up.
+- :class:`GenerationProbe` — the sitter's scheduled 1-token completion (``[[backend]]
+  generation_probe``, part of :class:`SitterSettings`).
 - :class:`SitterSettings` — everything one sitter is told: the launcher writes it to a private
   file (``corral sit --settings FILE``), and ``corral sit``'s flags are derived from its fields.
 
@@ -10,8 +12,9 @@ Each model validates once, with field-level messages; nobody copies its fields b
 data: this package imports nothing from the rest of corral at import time.
 """
 
+from corral.settings.generation_probe import GenerationProbe
 from corral.settings.probe import Probe
 from corral.settings.restart import RestartPolicy
 from corral.settings.sitter import SitterSettings
 
-__all__ = ["Probe", "RestartPolicy", "SitterSettings"]
+__all__ = ["GenerationProbe", "Probe", "RestartPolicy", "SitterSettings"]

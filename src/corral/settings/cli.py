@@ -58,6 +58,8 @@ def options(model: type[BaseModel]) -> list[inspect.Parameter]:
     params = []
     for name, field in model.model_fields.items():
         meta = _meta(field)
+        if meta.get("cli") == "file":
+            continue  # a table: given in the settings or config file only, no flag
         flags = [f"--{name.replace('_', '-')}", *meta.get("flags", [])]
         option = typer.Option(None, *flags, help=_help(field), envvar=meta.get("envvar"), show_default=False)
         kind = _cli_type(field)
@@ -98,6 +100,8 @@ def as_flags(settings: BaseModel, *, mask: bool = True) -> list[str]:
             continue
         flag = f"--{name.replace('_', '-')}"
         form = _meta(field).get("cli")
+        if form == "file":
+            continue
         if form == "pairs":
             for k, v in value.items():
                 out += [flag, f"{k}={'***' if mask else v}"]

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from corral.settings.generation_probe import GenerationProbe
+
 if TYPE_CHECKING:
     from corral.presets import LaunchRequest, Preset
 
@@ -116,6 +118,11 @@ class SitterSettings(BaseModel):
     tls_cert: str | None = Field(None, description="PEM certificate: the port+1 API serves HTTPS.")
     tls_key: str | None = Field(None, description="PEM private key of --tls-cert.")
     ca: str | None = Field(None, description="PEM CA bundle to verify an https registry/router with.")
+    generation_probe: GenerationProbe = Field(
+        default_factory=GenerationProbe,
+        description="The scheduled 1-token completion (settings file or [generation_probe] table only).",
+        json_schema_extra=_cli(cli="file"),
+    )
 
     @field_validator("args", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from corral.settings.addresses import advertised_host
 from corral.sitter.api import serve
 from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, url
 from corral.sitter.config import SitterConfig
+from corral.sitter.genprobe import GenerationProber
 from corral.sitter.gpu_gate import GpuGate
 from corral.sitter.models import ModelWatcher
 from corral.sitter.registration import RegistryLink
@@ -66,6 +67,7 @@ class Sitter:
             else None
         )
         self.watcher = ModelWatcher(self.backend_url, self._ready, self._on_models)
+        self.genprobe = self._generation_probe()
         self._control_lock = asyncio.Lock()
 
     # ----- views used by the HTTP API -------------------------------------------------------
@@ -80,6 +82,10 @@ class Sitter:
             "restarts": sup.restarts,
             "reason": sup.reason,
             "last_exit": sup.last_exit,
+            # Informational: /health stays the process's health (the launcher's liveness probe
+            # must not kill a sitter whose backend cannot generate); routers learn it from the
+            # registry state (unhealthy, out_reason generation_probe_failed).
+            "generation_probe": self.genprobe.status() if self.genprobe else None,
         }
 
     def info(self) -> dict[str, Any]:
@@ -146,6 +152,8 @@ class Sitter:
             self.registration.start()
         if self.router:
             tasks.append(asyncio.create_task(self.router.run(), name="router"))
+        if self.genprobe:
+            tasks.append(asyncio.create_task(self.genprobe.run(), name="genprobe"))
         log.info(
             "sitter %s on %s: %s backend at %s: %s",
             self.cfg.service_name,
@@ -233,6 +241,30 @@ class Sitter:
             ssl=self.client_ssl,
         )
 
+    def _generation_probe(self) -> GenerationProber | None:
+        gp = self.cfg.generation_probe
+        if not (self.preset.generation_probe if gp.enabled is None else gp.enabled):
+            return None
+        return GenerationProber(
+            gp,
+            self.backend_url,
+            lambda: self.models[0] if self.models else "",
+            self.preset.busy_metric,
+            self._ready,
+            self._on_generation,
+            lambda: self.control("restart"),
+        )
+
+    def _on_generation(self, ok: bool) -> None:
+        """The generation probe changed its mind: tell the registry and the router at once."""
+        if self.registration:
+            self.registration.update_backend(
+                state="healthy" if ok else "unhealthy",
+                metadata={"out_reason": None if ok else "generation_probe_failed"},
+            )
+        if self.router:
+            self.router.want(ok)
+
     # ----- reacting to the backend ----------------------------------------------------------
     def _ready(self) -> bool:
         return self.supervisor.state == State.HEALTHY
@@ -250,6 +282,9 @@ class Sitter:
         why = f" ({ev.reason})" if ev.reason else ""
         log.info("backend %s -> %s pid=%s restarts=%s%s", ev.previous, ev.state, ev.pid, ev.restarts, why)
         healthy = ev.state == State.HEALTHY
+        if self.genprobe is not None and not healthy:
+            self.genprobe.reset()  # a restart or a stop: the next process starts with a clean record
+        out = self.genprobe is not None and self.genprobe.out
         if self.registration:
             meta: dict[str, Any] = {
                 "pid": ev.pid,
@@ -259,9 +294,14 @@ class Sitter:
             }
             if self.gpu_gate is not None and self.gpu_gate.last is not None:
                 meta["gpu_release_wait_s"] = self.gpu_gate.last_wait_s
-            self.registration.update_backend(state=_WIRE_STATE.get(ev.state, str(ev.state)), metadata=meta)
+            state = _WIRE_STATE.get(ev.state, str(ev.state))
+            if out:  # healthy by its probes, but it cannot generate: stays out
+                state, meta["out_reason"] = "unhealthy", "generation_probe_failed"
+            else:
+                meta["out_reason"] = None
+            self.registration.update_backend(state=state, metadata=meta)
         if self.router:
-            self.router.want(healthy)
+            self.router.want(healthy and not out)
         if healthy:
             self.watcher.refresh()
 

@@ -727,6 +727,14 @@
     return i.health ?? i.state ?? "–";
   }
 
+  // Why the router sends an instance nothing new (draining, stalled, circuit_open, ...), with
+  // how often it stalled: the router's /workers fields or the dashboard API's gauges.
+  function whyOut(i) {
+    const stalls = i.stalls_total ?? i.stalls ?? 0;
+    if (!i.out_reason) return stalls ? `in (${stalls} stalls)` : "–";
+    return stalls ? `${i.out_reason} (${stalls} stalls)` : i.out_reason;
+  }
+
   let routerKey = "";
   function renderRouter(body) {
     const rows = routerRows(body);
@@ -744,12 +752,14 @@
       const cells = i ? [
         model, i.url ?? i.id ?? i.name ?? "–", healthOf(i),
         i.circuit ?? i.circuit_state ?? "–", String(i.in_flight ?? i.inflight ?? i.outstanding ?? 0),
-      ] : [model, "no instance", "–", "–", "–"];
+        whyOut(i),
+      ] : [model, "no instance", "–", "–", "–", "–"];
       cells.forEach((c, k) => {
         const td = document.createElement("td");
         td.textContent = c;
         if (k === 2) td.className = c === "healthy" ? "ok" : c === "–" ? "" : "bad";
         if (k === 3) td.className = { closed: "ok", open: "bad", half_open: "warn" }[c] || "";
+        if (k === 5 && c !== "–") td.className = "bad";
         tr.append(td);
       });
       frag.append(tr);
