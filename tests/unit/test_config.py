@@ -314,3 +314,21 @@ def test_settle_s_defaults_to_one_second_and_reaches_the_process_spec(tmp_path: 
     assert spec.settle_s == 1.0 and spec.readiness is None
     bad = write(tmp_path, BASE + '[[service]]\nname = "a"\ncommand = ["x"]\nsettle_s = -1\n', "bad.toml")
     assert "service[0].settle_s" in error_of(bad)
+
+
+def test_generation_probe_reaches_the_sitter_settings_and_no_flag(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[backend]]\nname = "chat"\npreset = "mock"\nmodels = ["m"]\nport = 28300\n'
+        "generation_probe = { enabled = true, interval_s = 5, restart_after = 3 }\n",
+    )
+    sitter = load_plan(path).get("chat-0")
+    assert sitter is not None and sitter.sitter is not None
+    gp = sitter.sitter.generation_probe
+    assert (gp.enabled, gp.interval_s, gp.restart_after, gp.failures) == (True, 5, 3, 2)
+    from corral.settings.cli import as_flags
+
+    assert not any(f.startswith("--generation") for f in as_flags(sitter.sitter))  # a table: file only
+    bad = write(tmp_path, '[[backend]]\nname = "c"\npreset = "mock"\nmodels = ["m"]\nport = 28400\n'
+                "generation_probe = { interval_s = 0 }\n", name="bad.toml")  # fmt: skip
+    assert "generation_probe" in error_of(bad)
