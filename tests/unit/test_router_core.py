@@ -100,3 +100,31 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     f.write_text("[router]\nqueue_size = -1\n")
     with pytest.raises(ConfigError, match="queue_size"):
         load_settings(f, {})
+
+
+async def test_slot_handed_over_in_the_timeout_turn_is_used_or_freed() -> None:
+    """The waiter gets its slot in the same loop turn as its queue timeout fires (on 3.12's
+    wait_for that raised TimeoutError and leaked the slot: max_concurrency=1 stayed busy)."""
+    loop = asyncio.get_running_loop()
+    pool = Pool(queue_size=2)
+    inst = pool.upsert(Instance("http://a:1", ("m",), state="healthy", max_concurrency=1))
+    assert await pool.acquire("m", _first, None, 1.0) is inst
+    now = loop.time()
+    clock = [now]
+    loop.time = lambda: clock[0]  # type: ignore[method-assign]  # a frozen clock the test moves
+    try:
+        loop.call_at(now + 5.0, pool.release, inst)  # due together with the timeout; runs first
+        waiter = asyncio.create_task(pool.acquire("m", _first, None, 5.0))
+        await asyncio.sleep(0)  # the waiter is queued and its timeout armed at now + 5
+        clock[0] = now + 5.0  # the next loop turn runs the release and the timeout together
+        try:
+            got = await asyncio.wait_for(waiter, 10)
+        except QueueTimeout:
+            got = None
+    finally:
+        del loop.time  # type: ignore[method-assign]
+    if got is inst:
+        assert inst.outstanding == 1
+        pool.release(inst)
+    assert inst.outstanding == 0  # never leaked
+    assert await pool.acquire("m", _first, None, 0.1) is inst

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from corral.httpserver import Limits
 from corral.router.http import Connection, Handler, Reply, Request, Server
 from support import free_port
 
@@ -26,7 +27,7 @@ def dispatch(req: Request) -> Handler | None:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Server, int]]:
     port = free_port()
-    srv = Server(dispatch, max_body=1000, new_id=lambda: "gen-1", keepalive_s=0.25)
+    srv = Server(dispatch, lambda: "gen-1", Limits(max_body=1000, keepalive=0.25))
     await srv.start("127.0.0.1", port)
     yield srv, port
     await srv.close()

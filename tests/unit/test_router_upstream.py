@@ -16,8 +16,8 @@ OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r
 
 
 class Backend:
-    """Answers by path: /ok, /sse (two chunks), /drop (drop the next request on this connection),
-    /slow (headers, then silence), /stall (headers and one chunk, then silence)."""
+    """Answers by path: /ok, /big (1 MiB), /sse (two chunks), /drop (drop the next request on this
+    connection), /slow (headers, then silence), /stall (headers and one chunk, then silence)."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -49,6 +49,9 @@ class Backend:
                 elif path == b"/drop":
                     writer.write(OK)
                     drop_next = True
+                elif path == b"/big":  # 1 MiB, four times the reader's pause threshold
+                    big = b'{"data":"' + b"x" * (1024 * 1024) + b'"}'
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
                 elif path == b"/sse":
                     writer.write(SSE_HEAD)
                     for piece in (b"data: 1\n\n", b"data: 2\n\n"):
@@ -94,6 +97,16 @@ async def test_keep_alive_reuses_one_connection(backend: Backend) -> None:
     assert backend.connections == 1
     assert backend.heads[0].startswith(b"POST /ok HTTP/1.1\r\n")
     assert b"\r\nHost: 127.0.0.1:" in backend.heads[0]
+    up.close()
+
+
+async def test_a_non_streamed_body_past_the_pause_threshold_is_read_whole(backend: Backend) -> None:
+    """The reader paused at 256 KiB and nothing resumed it: read() hung until the read timeout."""
+    up = Upstream()
+    r = await up.request(backend.url, head(up, backend.url, "/big", b""), b"", Timeouts(3, 5, None))
+    body = await asyncio.wait_for(r.read(), 10)
+    assert len(body) == 1024 * 1024 + 11
+    r.release()
     up.close()
 
 

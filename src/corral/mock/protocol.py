@@ -17,11 +17,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from corral.httpserver import CONTINUE, STATUS_LINES, HttpConnection
+from corral.httpserver import STATUS_LINES, HttpConnection, Limits, Reject
 
 log = logging.getLogger("corral.mock")
 
 MAX_BODY = 64 * 1024 * 1024
+# The mock has no sweeper: no read deadlines, only the size and pipelining bounds.
+_LIMITS = Limits(max_body=MAX_BODY, head_timeout=0, body_timeout=0, keepalive=0)
 JSON = b"application/json"
 _STATUS_LINES = {s: line + b"server: corral-mock\r\n" for s, line in STATUS_LINES.items()}
 _CLOSE = b"connection: close\r\n"
@@ -68,8 +70,8 @@ class App(Protocol):
 class Connection(HttpConnection[Request]):
     """One client connection. Handlers write through ``respond`` or the ``stream_*`` methods."""
 
-    def __init__(self, app: App, connections: set[Connection]) -> None:
-        super().__init__(connections, MAX_BODY)
+    def __init__(self, app: App, connections: set[Connection], limits: Limits = _LIMITS) -> None:
+        super().__init__(connections, limits)
         self.app = app
         self._rid: bytes | None = None
         self._rid_header = b""
@@ -80,11 +82,16 @@ class Connection(HttpConnection[Request]):
         self._rid = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > self.limits.max_head:
+            raise Reject(431, "request header fields too large")
         if len(name) == 12 and name.lower() == b"x-request-id":
             self._rid = value
         elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-            assert self.transport is not None
-            self.transport.write(CONTINUE)
+            self._expect_continue()
+
+    def on_headers_complete(self) -> None:
+        self._head_done()
 
     def _request(self, body: bytes) -> Request:
         path, _, query = self._url.partition(b"?")
@@ -126,7 +133,7 @@ class Connection(HttpConnection[Request]):
 
     def _fail(self, status: int, message: str, code: str | None = None) -> None:
         # The mock keeps its fixed answers: any parse error (upgrades too) is "malformed".
-        body = _TOO_LARGE if status == 413 else _BAD_REQUEST
+        body = _TOO_LARGE if status in (413, 431) else _BAD_REQUEST
         if self.transport is not None and not self.closed:
             self.transport.write(
                 _STATUS_LINES[status]
@@ -135,7 +142,7 @@ class Connection(HttpConnection[Request]):
                 + b"\r\n"
                 + body
             )
-            self.transport.close()
+            self._close_after_error()
 
     # -- responses -------------------------------------------------------------------------
     def respond(self, status: int, body: bytes, content_type: bytes = JSON, headers: bytes = b"") -> None:

@@ -104,7 +104,7 @@ class Router:
                 "instances": len(insts),
                 "healthy": sum(1 for i in insts if i.healthy),
                 "models": len(self.pool.by_model),
-                "in_flight": len(self.proxy.inflight),
+                "in_flight": self.proxy.in_flight(),
                 "registry_connected": self.discovery.registry_connected,
                 "pid": os.getpid(),  # with --workers N: which worker answered
             },
@@ -192,7 +192,13 @@ def api_keys_from_env(name: str) -> frozenset[str]:
 async def serve(settings: RouterSettings, worker_index: int | None = None) -> None:
     """Run the router until SIGINT/SIGTERM (``worker_index``: one of ``--workers N``)."""
     router = Router(settings, api_keys_from_env(settings.api_keys_env))
-    server = Server(router.dispatch, settings.max_body_bytes, router.proxy.new_id)
+    limits = settings.limits
+    server = Server(
+        router.dispatch,
+        router.proxy.new_id,
+        limits.connection_limits(settings.max_body_bytes),
+        limits.max_connections,
+    )
     await router.start()
     from corral.tls import scheme, server_context
 
@@ -228,11 +234,23 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
     )
     try:
         await stop.wait()
+        await drain(server, router, settings.drain_timeout_s)
     finally:
         if own_metrics is not None:
             own_metrics.close()
         await server.close()
         await router.close()
+
+
+async def drain(server: Server, router: Router, timeout: float) -> None:
+    """Stop accepting; let requests in flight finish within ``timeout`` s; then end the rest
+    (streams with an SSE error event, others with a 503) and give them a moment to be written."""
+    log.warning("corral router: draining (up to %.0f s)", timeout)
+    if await server.drain(timeout):
+        return
+    n = router.proxy.abort_all()
+    log.warning("corral router: drain timeout; ending %d request(s) in flight", n)
+    await server.drain(2.0)
 
 
 def run(settings: RouterSettings) -> None:

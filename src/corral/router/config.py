@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from corral.errors import ConfigError
+from corral.router.client_limits import ClientLimits
 from corral.router.keys import KeySpec
 
 
@@ -132,6 +133,8 @@ class RouterSettings(_Strict):
     limits_store: str | None = None  # redis://... : rpm/tpm buckets shared by every router on it
     usage_log: str | None = None  # JSON-lines file, one line per request with usage, for billing
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    limits: ClientLimits = Field(default_factory=ClientLimits)
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: finish in-flight requests within
     probe_interval_s: float = Field(default=5.0, gt=0)  # healthy static workers
     probe_down_interval_s: float = Field(default=0.5, gt=0)  # workers out of rotation
     # Read the engines' queues from their /metrics this often (corral.router.engine_load);

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from corral.errors import error_body
-from corral.httpserver import CONTINUE, STATUS_LINES, HttpConnection, status_line
+from corral.httpserver import STATUS_LINES, HttpConnection, Limits, Reject, status_line
 
 log = logging.getLogger("corral.router")
 
@@ -112,10 +112,16 @@ class Connection(HttpConnection[Request]):
     """One client connection: parses requests, runs one handler task at a time, writes replies."""
 
     def __init__(self, server: Server) -> None:
-        super().__init__(server.connections, server.max_body)
+        super().__init__(server.connections, server.limits)
         self.server = server
         self.started = False  # whether the current request's response head went out
         self._headers: dict[str, str] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        limit = self.server.max_connections
+        if limit and len(self.connections) > limit:
+            self.reject(503, f"too many connections (limit {limit})", "too_many_connections")
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -123,14 +129,18 @@ class Connection(HttpConnection[Request]):
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > self.limits.max_head:
+            raise Reject(431, "request header fields too large", "request_header_too_large")
         self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
+        self._head_done()
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             self._too_large = True  # read and drop the body, then answer 413
-        elif self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(CONTINUE)
+        elif self._headers.get("expect", "").lower() == "100-continue":
+            self._expect_continue()
 
     def _request(self, body: bytes) -> Request:
         return Request(
@@ -144,7 +154,7 @@ class Connection(HttpConnection[Request]):
 
     # -- dispatch --------------------------------------------------------------------------
     def _run(self, req: Request) -> None:
-        self._keep_alive = req.keep_alive
+        self._keep_alive = req.keep_alive and not self.server.draining
         self._chunked = not req.http10
         self.started = False
         handler = self.server.dispatch(req)
@@ -178,7 +188,7 @@ class Connection(HttpConnection[Request]):
             self._keep_alive = False
             rid = self._headers.get("x-request-id") or self.server.new_id()
             self.send(error_reply(status, message, rid, code))
-            self.transport.close()
+            self._close_after_error()
 
     # -- responses -------------------------------------------------------------------------
     def send(self, reply: Reply) -> None:
@@ -237,15 +247,25 @@ class Connection(HttpConnection[Request]):
 
 
 class Server:
-    """Listens and serves ``dispatch``'s handlers; ``close`` stops it and every connection."""
+    """Listens and serves ``dispatch``'s handlers.
+
+    One sweeper task advances ``limits.now`` and enforces every connection's deadline (head,
+    body, keep-alive). ``drain`` stops accepting and lets handlers finish; ``close`` stops all.
+    """
 
     def __init__(
-        self, dispatch: Dispatch, max_body: int, new_id: Callable[[], str], keepalive_s: float = 75.0
+        self,
+        dispatch: Dispatch,
+        new_id: Callable[[], str],
+        limits: Limits | None = None,
+        max_connections: int = 0,
     ) -> None:
         self.dispatch = dispatch
-        self.max_body = max_body
+        self.limits = limits or Limits()
+        self.max_body = self.limits.max_body
         self.new_id = new_id  # request ids for answers the server gives itself (404, 413, 400)
-        self.keepalive_s = keepalive_s
+        self.max_connections = max_connections
+        self.draining = False
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -265,14 +285,44 @@ class Server:
         )
         self._sweeper = loop.create_task(self._sweep())
 
+    def _tick(self) -> float:
+        lim = self.limits
+        spans = [t for t in (lim.head_timeout, lim.body_timeout, lim.keepalive) if t > 0]
+        return min(1.0, max(0.02, min(spans, default=4.0) / 4))
+
     async def _sweep(self) -> None:
-        """Close keep-alive connections idle for longer than ``keepalive_s`` (one timer for all)."""
+        """Advance the coarse clock and act on passed deadlines (one timer for all connections)."""
+        tick, lim = self._tick(), self.limits
         while True:
-            await asyncio.sleep(self.keepalive_s / 5)
-            cutoff = time.monotonic() - self.keepalive_s
+            await asyncio.sleep(tick)
+            now = lim.now = time.monotonic()
             for conn in list(self.connections):
-                if 0.0 < conn.idle_since < cutoff and conn.transport is not None:
+                if 0.0 < conn.deadline < now:
+                    conn.expired()
+
+    def busy(self) -> int:
+        """How many connections have a request being handled or queued."""
+        return sum(1 for c in self.connections if c.task is not None or c.queue)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting, close idle connections, and wait up to ``timeout`` s for the handlers.
+
+        Responses given meanwhile close their connection. Returns whether all finished in time.
+        """
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            for conn in list(self.connections):
+                conn._keep_alive = False  # each answers what it has, then closes
+                if conn.task is None and not conn.queue and not conn._in_request and conn.transport:
                     conn.transport.close()
+            if not self.busy():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         """Stop listening, close connections and wait for their handlers."""

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _CIRCUIT = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+# The label of errors about a model no instance serves: clients choose those names, and each
+# distinct label value is a time series kept forever (unbounded cardinality).
+UNKNOWN_MODEL = "unknown"
 
 
 class Histogram:

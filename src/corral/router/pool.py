@@ -40,6 +40,11 @@ class QueueTimeout(Exception):
     """No instance freed up within the queue timeout."""
 
 
+def _expire(fut: asyncio.Future[Instance], model: str) -> None:
+    if not fut.done():
+        fut.set_exception(QueueTimeout(model))
+
+
 class Pool:
     """Instances by id and by model; all mutation happens on the event loop."""
 
@@ -219,23 +224,29 @@ class Pool:
             q = self.waiters[model] = FairQueue()
         if len(q) >= self.queue_size:
             raise QueueFull(model)
-        fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Instance] = loop.create_future()
         q.push(fut, key, priority)
         t0 = time.monotonic()
+        # A timer on the future itself, not asyncio.wait_for: on 3.12 wait_for raises TimeoutError
+        # even when the slot was handed over in the same loop turn as the timeout, and the slot
+        # leaks. Here whichever comes first settles the future; the other finds it done.
+        timer = loop.call_later(timeout, _expire, fut, model)
         try:
-            inst = await asyncio.wait_for(fut, timeout)
+            inst = await fut
             if self.on_wait is not None:
                 self.on_wait(model, key, time.monotonic() - t0)
             return inst
-        except TimeoutError:
+        except QueueTimeout:
             if self.on_wait is not None:
                 self.on_wait(model, key, time.monotonic() - t0)
-            raise QueueTimeout(model) from None
+            raise
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release(fut.result())  # handed a slot just as we left: pass it on
             raise
         finally:
+            timer.cancel()
             try:
                 q.remove(fut)
             except ValueError:

@@ -26,7 +26,7 @@ from corral.router.health import Health
 from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
 from corral.router.keys import Key
-from corral.router.metrics import Metrics
+from corral.router.metrics import UNKNOWN_MODEL, Metrics
 from corral.router.ondemand import ModelEntry, ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
@@ -94,7 +94,11 @@ class Proxy:
         self.tenants = tenants
         self.forward_auth = tenants is None  # with router keys, the client's key is ours, not the backend's
         self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
+        # In flight by request id. Clients choose ids: a second request with an id already in
+        # flight waits in _same_id (rare) instead of replacing the first one's entry.
         self.inflight: dict[str, RequestContext] = {}
+        self._same_id: dict[str, list[RequestContext]] = {}
+        self.shutting_down = False
         self.ondemand: OnDemand | None = None  # set by the Router when it follows a registry
         self._ids = itertools.count(1)
         # UUID-shaped (random 80 bits + a counter): llama-cpp-python's server answers 400 to an
@@ -134,8 +138,12 @@ class Proxy:
         raw = request.body
         try:
             body = json.loads(raw)
+        except UnicodeDecodeError:
+            return error(400, "request body is not valid UTF-8", rid, "invalid_json")
         except ValueError:
             return error(400, "request body is not valid JSON", rid, "invalid_json")
+        except RecursionError:  # the C decoder stops at the interpreter's recursion limit
+            return error(400, "request body is nested too deeply", rid, "invalid_json")
         if not isinstance(body, dict):
             return error(400, "request body must be a JSON object", rid, "invalid_json")
         model = body.get("model")
@@ -181,11 +189,11 @@ class Proxy:
             assert od is not None
             return await self._route_on_demand(od, key, conn, ctx, target, raw, head, stream, strip_usage, t0)
         if key is None:
-            self.inflight[rid] = ctx
+            self._track(rid, ctx)
             try:
                 return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
             finally:
-                self.inflight.pop(rid, None)
+                self._untrack(rid, ctx)
         return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
 
     async def _route_on_demand(
@@ -205,11 +213,11 @@ class Proxy:
         entry: ModelEntry | None = od.started(model)
         try:
             if key is None:
-                self.inflight[ctx.request_id] = ctx
+                self._track(ctx.request_id, ctx)
                 try:
                     return await self._route(conn, ctx, model, raw, head, stream, strip_usage, t0)
                 finally:
-                    self.inflight.pop(ctx.request_id, None)
+                    self._untrack(ctx.request_id, ctx)
             return await self._route_keyed(key, conn, ctx, model, raw, head, stream, strip_usage, t0)
         finally:
             if entry is not None:
@@ -240,12 +248,12 @@ class Proxy:
         ctx.key = key
         state = key.state
         state.in_flight += 1
-        self.inflight[rid] = ctx
+        self._track(rid, ctx)
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             state.in_flight -= 1
-            self.inflight.pop(rid, None)
+            self._untrack(rid, ctx)
 
     def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
         """403 naming the models this key may use."""
@@ -292,7 +300,7 @@ class Proxy:
             except asyncio.CancelledError:
                 if not ctx.cancelled:
                     raise
-                return self._cancelled(ctx)
+                return self._cancelled(ctx, model)
             if inst is None:
                 break
             last_try = attempt == settings.retries
@@ -308,7 +316,7 @@ class Proxy:
             except asyncio.CancelledError:
                 if not ctx.cancelled:
                     raise
-                return self._cancelled(ctx)
+                return self._cancelled(ctx, model)
             finally:
                 pool.release(inst)
         if timed_out:
@@ -325,7 +333,7 @@ class Proxy:
             msg = f"model {model!r} is known but no instance of it is available now; retry later"
             return error(503, msg, rid, "model_unavailable", 1)
         names = ", ".join(self.pool.model_names()) or "none"
-        self.metrics.error(model, 404)
+        self.metrics.error(UNKNOWN_MODEL, 404)  # a client's string is never a label value
         return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
 
     def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: _Limits, when: str = "") -> _Attempt:
@@ -336,12 +344,15 @@ class Proxy:
             raise _Final(message)
         return _Attempt(message, timeout=True)
 
-    def _cancelled(self, ctx: RequestContext) -> Reply:
+    def _cancelled(self, ctx: RequestContext, model: str) -> Reply:
         """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        self.metrics.error(ctx.body.get("model", ""), 499)
+        if self.shutting_down:
+            self.metrics.error(model, 503)
+            return error(503, "the router is shutting down", ctx.request_id, "shutting_down", 1)
+        self.metrics.error(model, 499)
         return error(499, f"request {ctx.request_id} was cancelled", ctx.request_id, "cancelled")
 
     async def _send(
@@ -424,7 +435,10 @@ class Proxy:
             if status == 200:
                 inst.observe(elapsed)
             self.metrics.request(model, inst.url, status, elapsed)
-            return Reply(status, data, ctype, b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n")
+            extra = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
+            if resp.retry_after is not None:
+                extra += b"Retry-After: " + resp.retry_after + b"\r\n"
+            return Reply(status, data, ctype, extra)
         finally:
             resp.release()
 
@@ -494,7 +508,10 @@ class Proxy:
                 raise  # the client left and the server cancelled us
             status = 499
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            event = sse.error_event(f"request {ctx.request_id} was cancelled", 499, "cancelled")
+            if self.shutting_down:
+                event = sse.error_event("the router is shutting down", 503, "shutting_down")
+            else:
+                event = sse.error_event(f"request {ctx.request_id} was cancelled", 499, "cancelled")
             try:
                 if not started:
                     conn.stream_start(200, ctype, rid_line, b"")
@@ -513,19 +530,60 @@ class Proxy:
         assert self.tenants is not None and ctx.key is not None
         self.tenants.record(ctx.request_id, ctx.key, model, usage[0], usage[1])
 
+    # -- requests in flight -----------------------------------------------------------------
+    def _track(self, rid: str, ctx: RequestContext) -> None:
+        if rid in self.inflight:
+            self._same_id.setdefault(rid, []).append(ctx)  # a client reused an id: keep both
+        else:
+            self.inflight[rid] = ctx
+
+    def _untrack(self, rid: str, ctx: RequestContext) -> None:
+        if self.inflight.get(rid) is ctx:
+            del self.inflight[rid]
+            if self._same_id:
+                later = self._same_id.get(rid)
+                if later:
+                    self.inflight[rid] = later.pop(0)
+                    if not later:
+                        del self._same_id[rid]
+            return
+        later = self._same_id.get(rid)
+        if later and ctx in later:
+            later.remove(ctx)
+            if not later:
+                del self._same_id[rid]
+
+    def in_flight(self) -> int:
+        """How many proxied requests are in flight."""
+        return len(self.inflight) + sum(len(v) for v in self._same_id.values())
+
     def cancel(self, request_id: str, owner: str | None = None) -> bool:
-        """Abort the in-flight request with this id; False when there is none.
+        """Abort every in-flight request with this id; False when there is none.
 
         With keys, ``owner`` is the caller's key name: a key cancels only its own requests.
         """
-        ctx = self.inflight.get(request_id)
-        if ctx is None or ctx.task is None or ctx.task.done():
-            return False
-        if owner is not None and (ctx.key is None or ctx.key.name != owner):
-            return False
-        ctx.cancelled = True
-        ctx.task.cancel()
-        return True
+        done = False
+        for ctx in (self.inflight.get(request_id), *self._same_id.get(request_id, ())):
+            if ctx is None or ctx.task is None or ctx.task.done():
+                continue
+            if owner is not None and (ctx.key is None or ctx.key.name != owner):
+                continue
+            ctx.cancelled = True
+            ctx.task.cancel()
+            done = True
+        return done
+
+    def abort_all(self) -> int:
+        """Shutdown past the drain timeout: end every request in flight (streams get an SSE
+        error event, others a 503). Returns how many were aborted."""
+        self.shutting_down = True
+        n = 0
+        for ctx in [*self.inflight.values(), *(c for v in self._same_id.values() for c in v)]:
+            if ctx.task is not None and not ctx.task.done():
+                ctx.cancelled = True
+                ctx.task.cancel()
+                n += 1
+        return n
 
 
 class _Sink:

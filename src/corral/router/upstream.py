@@ -131,6 +131,8 @@ class Response(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._paused = False
+        self._whole = False  # read() wants the whole body: no pausing at _PAUSE_AT
+        self.retry_after: bytes | None = None
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -171,8 +173,11 @@ class Response(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 12 and name.lower() == b"content-type":
+        n = len(name)
+        if n == 12 and name.lower() == b"content-type":
             self.content_type = value
+        elif n == 11 and name.lower() == b"retry-after":
+            self.retry_after = value
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -187,7 +192,7 @@ class Response(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > _PAUSE_AT and not self._paused and self.transport is not None:
+        if self._buffered > _PAUSE_AT and not self._whole and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
@@ -267,7 +272,9 @@ class Response(asyncio.Protocol):
 
     # -- the body --------------------------------------------------------------------------
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body (reading is never paused for it: the caller wants all of it)."""
+        self._whole = True
+        self.resume()
         while not self.complete:
             await self._wait()
         data = b"".join(self._chunks)
