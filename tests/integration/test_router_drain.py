@@ -30,9 +30,8 @@ def test_sigterm_finishes_a_request_in_flight_and_exits_0(procs: CorralProcs, tm
     router = start_router(procs, [mock], config={"drain_timeout_s": 20.0}, tmp=tmp_path)
     proc = procs.procs[-1]
     result: dict[str, httpx.Response] = {}
-    t = threading.Thread(
-        target=lambda: result.setdefault("r", httpx.post(router + "/v1/chat/completions", json=CHAT, timeout=30))
-    )
+    url = router + "/v1/chat/completions"
+    t = threading.Thread(target=lambda: result.setdefault("r", httpx.post(url, json=CHAT, timeout=30)))
     t.start()
     wait_until(lambda: httpx.get(router + "/health").json()["in_flight"], 10, what="request in flight")
     proc.send_signal(signal.SIGTERM)
