@@ -206,3 +206,13 @@ def test_a_backend_retry_after_is_relayed(procs: CorralProcs, tmp_path: Path) ->
     r = httpx.post(router + "/v1/chat/completions", content=CHAT, timeout=10)
     assert r.status_code == 429 and r.headers["retry-after"] == "7"
     assert r.json()["error"]["code"] == "rate_limited"
+
+
+def test_limit_flags_override_the_config(fleet: Fleet, tmp_path: Path) -> None:
+    procs, mock, _ = fleet
+    cfg = {"limits": {"max_head_bytes": 65536}}
+    router = start_router(procs, [mock], "--max-head-bytes", "2048", config=cfg, tmp=tmp_path)
+    got = raw_exchange(router, post(CHAT, extra=b"X-Big: " + b"a" * 4096 + b"\r\n"))
+    assert got.startswith(b"HTTP/1.1 431"), got[:80]
+    ok = raw_exchange(router, post(CHAT, extra=b"X-Small: " + b"a" * 512 + b"\r\n"))
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:80]

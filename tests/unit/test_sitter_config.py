@@ -21,7 +21,7 @@ def flags(**kw: Any) -> dict[str, Any]:
 def test_defaults_match_the_legacy_babysitter() -> None:
     cfg = build_config(flags(port=8100, service_type="mock"))
     assert (cfg.max_restarts, cfg.restart_delay, cfg.heartbeat_interval) == (10000, 5.0, 30.0)
-    assert cfg.host == "127.0.0.1" and cfg.state_dir == ".corral" and cfg.sitter_port == 8101
+    assert cfg.host == "127.0.0.1" and cfg.state_dir is None and cfg.sitter_port == 8101
     assert cfg.service_name == "mock-8100"
 
 

@@ -188,11 +188,15 @@ class _Builder:
             self._corral_server("router", argv, rt.port, self._needs_registry())
             # The router wakes on-demand models on the control API with the control token.
             control = self.control_token()
+            # SIGTERM drains the router (requests in flight get drain_timeout_s): stop_grace_s
+            # must outlast it, or the SIGKILL that follows cuts the drain short.
+            drain = float(table.get("drain_timeout_s", 30.0))
             self.processes[-1] = self.processes[-1].model_copy(
                 update={
                     "files": {router_toml: _toml_table("router", table)},
                     "token": rt.admin_token,
                     "env": {"CORRAL_CONTROL_TOKEN": control} if control else {},
+                    "stop_grace_s": drain + 5,
                 }
             )
 

@@ -43,6 +43,30 @@ def register(app: typer.Typer) -> None:
         tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
         ca: str = typer.Option(None, "--ca", help="PEM CA bundle to verify the registry (https) with."),
         config: Path = typer.Option(None, "--config", help="TOML file with a [router] table."),
+        max_body_bytes: int = typer.Option(
+            None, "--max-body-bytes", help="Request body limit; 413 past it [default: 32 MiB]."
+        ),
+        max_head_bytes: int = typer.Option(
+            None, "--max-head-bytes", help="Request line + headers limit; 431 past it [default: 64 KiB]."
+        ),
+        head_timeout: float = typer.Option(
+            None, "--head-timeout", help="Seconds for a request head to arrive; 408 [default: 60; 0: none]."
+        ),
+        body_timeout: float = typer.Option(
+            None, "--body-timeout", help="Seconds between reads of a request body; 408 [default: 60]."
+        ),
+        keepalive_timeout: float = typer.Option(
+            None, "--keepalive-timeout", help="Seconds an idle keep-alive connection is kept [default: 75]."
+        ),
+        max_pipelined: int = typer.Option(
+            None, "--max-pipelined", help="Requests queued per connection, then reading pauses [default: 16]."
+        ),
+        max_connections: int = typer.Option(
+            None, "--max-connections", help="Open client connections; 503 past it [default: 0 = no cap]."
+        ),
+        drain_timeout: float = typer.Option(
+            None, "--drain-timeout", help="SIGTERM: seconds to finish requests in flight [default: 30]."
+        ),
     ) -> None:
         """Route OpenAI-compatible requests to healthy backend instances."""
         from corral.router import policies
@@ -63,6 +87,14 @@ def register(app: typer.Typer) -> None:
                 "tls_cert": tls_cert,
                 "tls_key": tls_key,
                 "ca": ca,
+                "max_body_bytes": max_body_bytes,
+                "drain_timeout_s": drain_timeout,
+                "limits.max_head_bytes": max_head_bytes,
+                "limits.head_timeout_s": head_timeout,
+                "limits.body_timeout_s": body_timeout,
+                "limits.keepalive_timeout_s": keepalive_timeout,
+                "limits.max_pipelined": max_pipelined,
+                "limits.max_connections": max_connections,
             },
         )
         policies.load(settings.policy)  # unknown policy: one-line error before binding

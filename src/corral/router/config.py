@@ -203,6 +203,10 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any]) -> RouterS
             continue
         if key == "workers":
             data["workers"] = [*data.get("workers", []), *value]
+        elif "." in key:  # "limits.max_head_bytes": one field of a sub-table
+            table, _, field = key.partition(".")
+            sub = data.get(table)
+            data[table] = {**(sub if isinstance(sub, dict) else {}), field: value}
         else:
             data[key] = value
     try:

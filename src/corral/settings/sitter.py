@@ -105,7 +105,10 @@ class SitterSettings(BaseModel):
     start_timeout: float | None = Field(
         None, gt=0, description="Seconds to become ready (default: the preset's)."
     )
-    state_dir: str = Field(".corral", description="Pid file and backend log directory.")
+    state_dir: str | None = Field(
+        None,
+        description="Pid file and backend log directory [default: $XDG_STATE_HOME/corral/sitters/NAME-PORT].",
+    )
     service: str | None = Field(
         None, description="The service label on the sitter's /metrics (default: the name)."
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from corral.proc.spec import Probe, ProcessSpec, RestartPolicy
 from corral.settings.addresses import WILDCARDS
 from corral.sitter.config import SitterConfig
+from corral.sitter.identity import default_state_dir
 
 # The legacy --max-restarts counted every restart since start (no window), and a long run never
 # reset the count: "stable" after a year keeps that.
@@ -51,7 +52,7 @@ def process_spec(cfg: SitterConfig) -> ProcessSpec:
     """The supervised backend: argv from the preset, probes on its health path, legacy restarts."""
     preset = cfg.preset
     req = cfg.launch_request()
-    state_dir = Path(cfg.state_dir)
+    state_dir = Path(cfg.state_dir) if cfg.state_dir else default_state_dir(cfg.service_name, cfg.port)
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "-", cfg.service_name)
     health_url = url(probe_host(cfg.host), cfg.port) + health_path(cfg)
     return ProcessSpec(

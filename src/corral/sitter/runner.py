@@ -26,6 +26,7 @@ from corral.sitter.backend import health_path, instance_id, probe_host, process_
 from corral.sitter.config import SitterConfig
 from corral.sitter.genprobe import GenerationProber
 from corral.sitter.gpu_gate import GpuGate
+from corral.sitter.identity import claim_port_holder
 from corral.sitter.models import ModelWatcher
 from corral.sitter.registration import RegistryLink
 from corral.sitter.router_link import RouterLink
@@ -163,6 +164,7 @@ class Sitter:
             " ".join(self.spec.argv),
         )
         try:
+            await asyncio.to_thread(claim_port_holder, self.spec)  # before adoption looks at the pid file
             await self.supervisor.start()
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
