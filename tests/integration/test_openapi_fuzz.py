@@ -1,7 +1,8 @@
 """Fuzz the published OpenAPI documents of live corral services with schemathesis.
 
-The registry (`corral registry`) and the launcher's control API (`corral up` with one
-`python -m http.server` service) run as real processes. For every operation, schemathesis generates
+The registry (`corral registry`), the launcher's control API (`corral up` with one
+`python -m http.server` service) and a sitter's port+1 API (`corral sit`, mock backend) run as
+real processes. For every operation, schemathesis generates
 requests from the schema and checks: no 5xx, the status code and content type are documented,
 the body matches the response schema, and every error is OpenAI-shaped JSON.
 
@@ -170,5 +171,24 @@ def test_registry_api_conforms_to_its_openapi(registry_url: str) -> None:
 def test_launcher_api_conforms_to_its_openapi(launcher_url: str) -> None:
     skip = ["/api/events", "/api/services/{name}/logs/stream", "/api/shutdown", "/api/all/{action}"]
     schema = schemathesis.openapi.from_url(f"{launcher_url}/openapi.json").exclude(path=skip)
+    failures = fuzz(schema, timeout=30)
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def sitter_url(module_procs: CorralProcs, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A `corral sit` (mock backend) with an admin token: its port+1 API."""
+    tmp = tmp_path_factory.mktemp("sitter")
+    port = free_port()
+    argv = ["sit", "--port", str(port), "--service-type", "mock", "--models", "m1", "--state-dir", str(tmp)]
+    module_procs.start(*argv, "--admin-token", TOKEN, "--restart-delay", "0.2", log=tmp / "sitter.log")
+    url = f"http://127.0.0.1:{port + 1}"
+    wait_http(f"{url}/health", timeout=60)
+    return url
+
+
+def test_sitter_api_conforms_to_its_openapi(sitter_url: str) -> None:
+    """Admin actions included: /stop, /start and /restart on a mock are cheap and must never 5xx."""
+    schema = schemathesis.openapi.from_url(f"{sitter_url}/openapi.json")
     failures = fuzz(schema, timeout=30)
     assert not failures, "\n\n".join(failures)
