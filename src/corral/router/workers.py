@@ -114,16 +114,16 @@ def run_workers(settings: RouterSettings) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop_all(list(pids))
+        _stop_all(list(pids), max(_GRACE_S, settings.drain_timeout_s + 3))  # each worker drains
         shutil.rmtree(peers, ignore_errors=True)
 
 
-def _stop_all(pids: list[int]) -> None:
-    """SIGTERM every worker, wait up to the grace period, SIGKILL what is left, reap all."""
+def _stop_all(pids: list[int], grace_s: float = _GRACE_S) -> None:
+    """SIGTERM every worker, wait up to ``grace_s``, SIGKILL what is left, reap all."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _GRACE_S
+    deadline = time.monotonic() + grace_s
     alive = set(pids)
     while alive and time.monotonic() < deadline:
         for pid in list(alive):
