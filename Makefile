@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/corral.toml
 
-.PHONY: run test lint e2e-real test-gpu test-multihost bench clean venv browser redis podman image test-image
+.PHONY: run test lint e2e-real test-gpu test-multihost bench soak clean venv browser redis podman image test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -88,6 +88,12 @@ test-multihost: $(STAMP) redis
 
 bench: $(STAMP)
 	$(BIN)/python bench/router_overhead.py
+
+# Chaos soak (bench/soak.py): a fleet under load while backends, sitters and the registry are
+# SIGKILLed/SIGSTOPped; bounded: SOAK_S seconds of chaos (10 min by default; CI runs 60 s).
+SOAK_S ?= 600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --duration $(SOAK_S)
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .mypy_cache .ruff_cache
