@@ -223,9 +223,11 @@ class RouterStats:
         }
 
 
-async def _registry_backends(registry_url: str, token: str | None) -> list[dict[str, Any]]:
+async def _registry_backends(
+    registry_url: str, token: str | None, kind: str = "backend"
+) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = registry_url.split(",")[0].rstrip("/") + "/v1/instances?kind=backend"  # a,b: the first
+    url = registry_url.split(",")[0].rstrip("/") + f"/v1/instances?kind={kind}"  # a,b: the first
     try:
         async with (
             aiohttp.ClientSession(timeout=_TIMEOUT) as http,
@@ -240,14 +242,26 @@ async def _registry_backends(registry_url: str, token: str | None) -> list[dict[
     return [i for i in data if isinstance(i, dict)]
 
 
-def overview(backends: list[dict[str, Any]], gauges: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def overview(
+    backends: list[dict[str, Any]],
+    gauges: dict[str, dict[str, Any]],
+    on_demand: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """``{"models": [{"name", "instances": [{url, service, state, healthy, circuit, in_flight,
     out_reason, stalls}]}]}``.
 
     Instances the router knows but the registry does not (static workers) are listed under
-    the model ``"(static)"`` so nothing routable is hidden.
+    the model ``"(static)"`` so nothing routable is hidden. On-demand models (registry entries of
+    kind ``model``) are listed even while stopped, with ``on_demand``, ``state`` and ``reason``.
     """
     models: dict[str, list[dict[str, Any]]] = {}
+    states: dict[str, dict[str, Any]] = {}
+    for entry in on_demand or []:
+        meta = entry.get("metadata") or {}
+        for model in entry.get("models") or []:
+            models.setdefault(str(model), [])
+            state, reason = entry.get("state"), meta.get("reason")
+            states[str(model)] = {"on_demand": True, "state": state, "reason": reason}
     seen: set[str] = set()
     for inst in backends:
         url = str(inst.get("url", "")).rstrip("/")
@@ -269,7 +283,9 @@ def overview(backends: list[dict[str, Any]], gauges: dict[str, dict[str, Any]]) 
     for url, g in gauges.items():
         if url.rstrip("/") not in seen:
             models.setdefault("(static)", []).append({"url": url, "routed": True, **g})
-    return {"models": [{"name": m, "instances": rows} for m, rows in sorted(models.items())]}
+    return {
+        "models": [{"name": m, "instances": rows, **states.get(m, {})} for m, rows in sorted(models.items())]
+    }
 
 
 def dashboard_router(
@@ -303,8 +319,13 @@ def dashboard_router(
             await stats.refresh()
             if stats.last is None and registry_url is None:
                 return JSONResponse(error_body(stats.error or "router unreachable", 503), status_code=503)
-            backends = await _registry_backends(registry_url, registry_token) if registry_url else []
+            backends, entries = [], []
+            if registry_url:
+                backends, entries = await asyncio.gather(
+                    _registry_backends(registry_url, registry_token),
+                    _registry_backends(registry_url, registry_token, "model"),
+                )
             gauges = stats.last.instances if stats.last is not None else {}
-            return JSONResponse({**overview(backends, gauges), "error": stats.error})
+            return JSONResponse({**overview(backends, gauges, entries), "error": stats.error})
 
     return api

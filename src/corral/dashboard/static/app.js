@@ -705,8 +705,9 @@
     if (Array.isArray(body.models)) {
       for (const m of body.models) {
         const insts = m.instances || [];
-        if (!insts.length) rows.push([m.name, null]);
-        for (const i of insts) rows.push([m.name, i]);
+        const meta = m.on_demand ? m : null;
+        if (!insts.length) rows.push([m.name, null, meta]);
+        for (const i of insts) rows.push([m.name, i, meta]);
       }
       return rows;
     }
@@ -746,18 +747,27 @@
     if (body && body.error && !rows.length) setText(empty, "Router: " + body.error);
     const tbody = $("#models tbody");
     const frag = document.createDocumentFragment();
-    for (const [model, i] of rows) {
+    // On-demand models (docs/ondemand.md) carry their live state, shown even while stopped.
+    const MODEL_STATE = { ready: "ok", loading: "warn", draining: "warn", failed: "bad", stopped: "" };
+    for (const [model, i, meta] of rows) {
       const tr = document.createElement("tr");
       tr.dataset.model = model;
+      const label = meta ? `${model} (on demand: ${meta.state ?? "?"})` : model;
       const cells = i ? [
-        model, i.url ?? i.id ?? i.name ?? "–", healthOf(i),
+        label, i.url ?? i.id ?? i.name ?? "–", healthOf(i),
         i.circuit ?? i.circuit_state ?? "–", String(i.in_flight ?? i.inflight ?? i.outstanding ?? 0),
         whyOut(i),
-      ] : [model, "no instance", "–", "–", "–", "–"];
+      ] : [label, meta && meta.reason ? meta.reason : "no instance", meta ? meta.state ?? "–" : "–", "–", "–", "–"];
       cells.forEach((c, k) => {
         const td = document.createElement("td");
         td.textContent = c;
-        if (k === 2) td.className = c === "healthy" ? "ok" : c === "–" ? "" : "bad";
+        if (k === 0 && meta) {
+          td.className = MODEL_STATE[meta.state] ?? "";
+          tr.dataset.state = meta.state ?? "";
+        }
+        if (k === 2) {
+          td.className = c === "healthy" ? "ok" : c === "–" ? "" : (MODEL_STATE[c] ?? "bad");
+        }
         if (k === 3) td.className = { closed: "ok", open: "bad", half_open: "warn" }[c] || "";
         if (k === 5 && c !== "–") td.className = "bad";
         tr.append(td);
