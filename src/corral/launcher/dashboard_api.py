@@ -319,7 +319,8 @@ def dashboard_router(
             await stats.refresh()
             if stats.last is None and registry_url is None:
                 return JSONResponse(error_body(stats.error or "router unreachable", 503), status_code=503)
-            backends, entries = [], []
+            backends: list[dict[str, Any]] = []
+            entries: list[dict[str, Any]] = []
             if registry_url:
                 backends, entries = await asyncio.gather(
                     _registry_backends(registry_url, registry_token),
