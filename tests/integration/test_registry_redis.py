@@ -209,3 +209,48 @@ def test_unreachable_redis_is_one_line_error() -> None:
     assert out.returncode == 2, out.stderr
     assert "cannot reach Redis at redis://:***@127.0.0.1" in out.stderr
     assert "Traceback" not in out.stderr and "s3cretpw" not in out.stderr
+
+
+def _private_redis(port: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server") or "redis-server"
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    wait_until(client.ping, timeout=20, what=f"redis-server on port {port}")
+    client.close()
+    return proc
+
+
+async def test_redis_gone_reads_served_from_the_local_view_then_an_empty_redis_goes_on(
+    procs: CorralProcs,
+) -> None:
+    port = free_port()
+    proc = _private_redis(port)
+    try:
+        base = start_registry(procs, f"redis://127.0.0.1:{port}/0")
+        async with RegistryClient(base, timeout_s=3) as c:
+            reg = await c.register("v", "http://127.0.0.1:8301", ["vm"], id="v-1", lease_ttl_s=30)
+            events = c.watch(since=reg.revision)
+            kill_tree(proc.pid)
+            # Reads keep answering what the registry knows; writes are refused (503), not lost.
+            assert [i["id"] for i in await c.list()] == ["v-1"]
+            assert (await c.get("v-1"))["url"] == "http://127.0.0.1:8301"
+            with pytest.raises(Exception, match="503"):
+                await c.register("w", "http://127.0.0.1:8302", ["wm"], id="w-1")
+            # Redis back with nothing in it: the revision goes on from the wall clock (never
+            # back), so the watcher sees the re-registration (the jump in revisions makes it a
+            # snapshot: the registry cannot replay what Redis forgot).
+            proc = _private_redis(port)
+            again = await c.register("v", "http://127.0.0.1:8301", ["vm"], id="v-1", lease_ttl_s=30)
+            assert again.revision > reg.revision
+            got = await asyncio.wait_for(anext(events), 15)
+            assert got.revision == again.revision
+            seen = [got.instance] if got.type == "put" else got.instances
+            assert [i["id"] for i in seen if i] == ["v-1"]
+            await events.aclose()
+    finally:
+        kill_tree(proc.pid)

@@ -128,9 +128,11 @@ def test_redis_stopped_then_back(fleet: Fleet) -> None:
         wait(lambda: load.count_since(time.monotonic() - 1) > 5, 30, "load running")
         fleet.kill("redis")
         t_stop = time.monotonic()
-        # Longer than a lease: routers keep routing on what they know (nothing expires).
+        # Longer than a lease: routers keep routing on what they know (nothing expires), and the
+        # registries keep serving what they know.
         while time.monotonic() - t_stop < LEASE_S + 1:
             assert fleet.fleet_ready()
+            assert fleet.backends("a") == fleet.backends("b") == all_backends
             time.sleep(0.2)
         # Writes are refused meanwhile (503: the sitters keep retrying), not lost.
         r = fleet.http.post(fleet.registry("b") + "/v1/instances", json={"service": "x", "url": "http://x:1"})

@@ -11,7 +11,10 @@ with CONFIG SET when the server allows it) tell every registry at once, and the 
 removes the id from the index emits the ``delete``. A periodic sweep catches what a lost
 notification (or a server that forbids CONFIG) misses.
 
-Reads (list, get) go to Redis, so ``/v1/instances`` is the same on every registry.
+Reads (list, get) go to Redis, so ``/v1/instances`` is the same on every registry. While Redis
+is unreachable a registry keeps serving what it knows: reads (and the snapshot a new watcher
+starts with) answer from a local view kept from the last snapshot and the followed stream;
+writes answer 503 and sitters retry them.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class RedisStore:
         self._tasks: list[asyncio.Task[None]] = []
         self.notifications = False
         self._position = b"0-0"  # the last stream entry copied into the local log
+        # The last view read from Redis, kept current from the stream: served while Redis is gone.
+        self._known: dict[str, dict[str, Any]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +113,7 @@ class RedisStore:
         await self._init(keys=[self._rev], args=[int(time.time() * 1000)])
         self._position = await self._load_tail()
         await self._call(self._sweep, [], self._lease_prefix)  # leases that ran out while all were down
+        await self.snapshot()  # the local view starts from here; the stream keeps it current
         self._tasks = [asyncio.create_task(self._follow(), name="registry-redis-follow")]
         if self.notifications:
             self._tasks.append(asyncio.create_task(self._expiries(), name="registry-redis-expiries"))
@@ -186,11 +192,16 @@ class RedisStore:
         return int(got[0])
 
     async def get(self, instance_id: str) -> dict[str, Any] | None:
-        """One instance, or None."""
+        """One instance, or None (from the local view while Redis is unreachable)."""
         pipe = self._r.pipeline(transaction=True)
         pipe.get(self._lease_prefix + instance_id)
         pipe.pttl(self._lease_prefix + instance_id)
-        raw, pttl = await self._guard(pipe.execute())
+        try:
+            raw, pttl = await self._guard(pipe.execute())
+        except StoreUnavailable:
+            if self._known is None:
+                raise
+            return self._known.get(instance_id)
         return _with_times(json.loads(raw), pttl, time.time()) if raw else None
 
     async def list(self) -> tuple[list[dict[str, Any]], int]:
@@ -198,14 +209,22 @@ class RedisStore:
         return await self.snapshot()
 
     async def snapshot(self) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Sweep expired leases, then read every instance and the revision atomically."""
-        out = await self._call(self._snap, [], self._lease_prefix)
+        """Sweep expired leases, then read every instance and the revision atomically. While
+        Redis is unreachable: the local view at the latest revision seen."""
+        try:
+            out = await self._call(self._snap, [], self._lease_prefix)
+        except StoreUnavailable as exc:
+            if self._known is None:
+                raise
+            log.warning("serving the last known view (%d instances): %s", len(self._known), exc)
+            return builtins.list(self._known.values()), self.events.revision
         now = time.time()
         instances = [
             _with_times(json.loads(out[i]), int(out[i + 1]), now)
             for i in range(1, len(out), 2)
             if int(out[i + 1]) != -2  # -2: gone (expired inside this very script's frozen clock)
         ]
+        self._known = {i["id"]: i for i in instances}
         return instances, int(out[0])
 
     def watch(self, since: int) -> AsyncIterator[bytes]:
@@ -307,6 +326,21 @@ class RedisStore:
                 for eid, fields in entries:
                     self.events.add(_revision(eid), fields[b"e"])
                     self._position = eid
+                    self._note(fields[b"e"])
+
+    def _note(self, line: bytes) -> None:
+        """Keep the local view current with one event line of the stream."""
+        if self._known is None:
+            return
+        try:
+            event = json.loads(line)
+            inst = event["instance"]
+            if event["type"] == "put":
+                self._known[inst["id"]] = inst
+            elif event["type"] == "delete":
+                self._known.pop(inst["id"], None)
+        except (ValueError, KeyError, TypeError):
+            log.debug("unreadable event line: %r", line[:200])
 
     async def _expiries(self) -> None:
         await self._retrying("listening for expired leases", self._expiries_once)
