@@ -21,8 +21,22 @@ import os
 import statistics
 import sys
 
+import aiohttp
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from router_overhead import free_port, load, spawn, wait_ready
+
+
+async def all_workers_ready(url: str, in_a_row: int = 30) -> None:
+    """Until ``in_a_row`` answers over new connections all show the backend in rotation."""
+    ok = 0
+    for _ in range(3000):
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            ok = ok + 1 if r.status == 200 and (await r.json())["healthy"] >= 1 else 0
+        if ok >= in_a_row:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"{url}: not every worker became ready")
 
 
 async def main() -> None:
@@ -47,7 +61,8 @@ async def main() -> None:
         await wait_ready(backend + "/v1/models")
         for port, _ in routers.values():
             await wait_ready(f"http://127.0.0.1:{port}/health", want_healthy=1)
-        await asyncio.sleep(1.0)  # every worker of every router has probed the backend
+        for port, _ in routers.values():  # every worker (fresh connections reach any) is ready
+            await all_workers_ready(f"http://127.0.0.1:{port}/health")
         cells: dict[str, list[tuple[float, float, float]]] = {"direct": [], **{f"N={n}": [] for n in counts}}
         for _ in range(a.repeat):
             for name in cells:
