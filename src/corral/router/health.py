@@ -44,8 +44,14 @@ class Health:
 
     async def start(self) -> None:
         """Start the sweep that probes ejected instances once their back-off ran out."""
+        from corral.tls import client_context
+
         o = self.settings.outlier
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=o.probe_timeout_s))
+        ctx = client_context(self.settings.ca)  # https backends behind a private CA (--ca)
+        connector = aiohttp.TCPConnector(ssl=ctx) if ctx is not None else None
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=o.probe_timeout_s), connector=connector
+        )
         self._task = asyncio.create_task(self._sweep())
 
     async def close(self) -> None:

@@ -53,6 +53,7 @@ class GenerationProber:
         ready: Callable[[], bool],
         on_change: Callable[[bool], None],
         restart: Callable[[], Awaitable[None]],
+        ca: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.base_url = base_url
@@ -61,6 +62,7 @@ class GenerationProber:
         self.ready = ready
         self.on_change = on_change
         self.restart = restart
+        self.ca = ca  # https backends behind a private CA
         self.out = False
         self.failures = 0  # in a row
         self.probes = 0
@@ -90,8 +92,12 @@ class GenerationProber:
 
     async def run(self) -> None:
         """Probe on schedule until cancelled."""
+        from corral.tls import client_context
+
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        ctx = client_context(self.ca)
+        connector = aiohttp.TCPConnector(ssl=ctx) if ctx is not None else None
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 await asyncio.sleep(self.cfg.interval_s)
                 if self.ready():

@@ -255,6 +255,7 @@ class Sitter:
             self._ready,
             self._on_generation,
             lambda: self.control("restart"),
+            self.cfg.ca,
         )
 
     def _on_generation(self, ok: bool) -> None:
