@@ -6,9 +6,9 @@
 its own sitter). 32 clients send requests for random models, half of them streaming, a quarter of
 the streams leaving after a few events. Meanwhile a driver picks a random victim every 1-3 s
 among the backends, the sitters and the registry, and SIGKILLs it, or SIGSTOPs it and SIGCONTs
-it 0.5-3 s later. The driver never takes down both replicas of one model at once (a killed
-backend counts as down for 8 s, the time its sitter needs to restart it): a request then always
-has a live replica.
+it 0.5-3 s later. The driver never takes down both replicas of one model at once: it touches a
+replica only while the router has the other one in rotation (its ``instance_healthy`` gauge) and
+the driver has not touched that one for 5 s: a request then has a live replica.
 
 Counted (goals in brackets): requests failed before their first byte [0], streams that ended
 without ``[DONE]`` or an SSE error event [0], requests whose answer had an SSE error event
@@ -36,7 +36,6 @@ import aiohttp
 import psutil
 
 MODELS = ("soak-a", "soak-b", "soak-c")
-KILL_DOWN_S = 8.0  # a SIGKILLed backend is not counted on for this long
 
 
 def free_port() -> int:
@@ -51,7 +50,7 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(tmp: Path) -> tuple[Path, int]:
+def write_config(tmp: Path) -> tuple[Path, int, int]:
     router, registry, dash = free_port(), free_port(), free_port()
     base = 20000 + random.randrange(0, 20000, 100)
     lines = [
@@ -74,10 +73,11 @@ def write_config(tmp: Path) -> tuple[Path, int]:
             f"port = {base + i * 20}",
             "replicas = 2",
             'args = ["--ttft-ms", "20", "--itl-ms", "10"]',
+            "restart_delay = 0.5",
         ]
     cfg = tmp / "corral.toml"
     cfg.write_text("\n".join(lines) + "\n")
-    return cfg, router
+    return cfg, router, registry
 
 
 def corral(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -105,27 +105,39 @@ def fleet(launcher_pid: int) -> dict[str, list[psutil.Process]]:
     return roles
 
 
-def model_of(p: psutil.Process) -> str | None:
+def identity(p: psutil.Process) -> tuple[str | None, str]:
+    """(model, backend port) of a mock or a sitter: a replica's identity across restarts."""
     try:
         argv = p.cmdline()
     except psutil.Error:
+        return None, "?"
+    if "--settings" in argv:  # a sitter the launcher started: its settings file says
+        try:
+            doc = json.loads(Path(argv[argv.index("--settings") + 1]).read_text())
+        except (OSError, ValueError):
+            return None, "?"
+        models = doc.get("models") or [doc.get("name", "")]
+        model = next((m for m in MODELS if any(str(x).startswith(m) for x in models)), None)
+        return model, str(doc.get("port", "?"))
+    port = argv[argv.index("--port") + 1] if "--port" in argv else "?"
+    if "--models" in argv:
+        value = argv[argv.index("--models") + 1]
+        return next((m for m in MODELS if value.startswith(m)), None), port
+    return None, port
+
+
+async def healthy_ports(s: aiohttp.ClientSession, router: str) -> set[str] | None:
+    """Backend ports in the router's rotation now (its instance_healthy gauge); None: no answer."""
+    try:
+        async with s.get(router + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            text = await r.text()
+    except (aiohttp.ClientError, OSError, TimeoutError):
         return None
-    for flag in ("--models", "--name"):
-        if flag in argv:
-            value = argv[argv.index(flag) + 1]
-            for m in MODELS:
-                if value.startswith(m):
-                    return m
-    return None
-
-
-def replica_key(p: psutil.Process) -> str:
-    """Backend port of a mock or a sitter (a replica's identity across restarts)."""
-    try:
-        argv = p.cmdline()
-    except psutil.Error:
-        return "?"
-    return argv[argv.index("--port") + 1] if "--port" in argv else "?"
+    ports = set()
+    for line in text.splitlines():
+        if line.startswith("corral_router_instance_healthy{") and line.endswith(" 1.0"):
+            ports.add(line.split('instance="', 1)[1].split('"', 1)[0].rsplit(":", 1)[1].rstrip("/"))
+    return ports
 
 
 class Stats:
@@ -192,47 +204,55 @@ async def client(url: str, until: float, stats: Stats, rnd: random.Random) -> No
                 stats.bad(kind, f"{type(exc).__name__}: {exc}")
 
 
-async def chaos(launcher_pid: int, until: float, rnd: random.Random, log: Counter[str]) -> None:
-    down_until: dict[str, float] = {}  # replica key -> when it counts as up again
+async def chaos(
+    launcher_pid: int, router: str, until: float, rnd: random.Random, log: Counter[str], victims: set[str]
+) -> None:
+    touched: dict[str, float] = {}  # backend port -> when the driver last stopped/killed it
     stopped: list[tuple[float, psutil.Process]] = []
-    while time.monotonic() < until:
-        await asyncio.sleep(rnd.uniform(1.0, 3.0))
-        now = time.monotonic()
-        for t, p in [x for x in stopped if x[0] <= now]:
-            stopped.remove((t, p))
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < until:
+            await asyncio.sleep(rnd.uniform(1.0, 3.0))
+            now = time.monotonic()
+            for t, p in [x for x in stopped if x[0] <= now]:
+                stopped.remove((t, p))
+                try:
+                    p.send_signal(signal.SIGCONT)
+                except psutil.Error:
+                    pass
+            roles = fleet(launcher_pid)
+            healthy = await healthy_ports(session, router)
+            candidates: list[tuple[str, psutil.Process, str]] = []
+            if "registry" in victims:
+                candidates += [("registry", p, "") for p in roles["registry"]]
+            if healthy is not None:  # without the router's view, leave the replicas alone
+                for role in ("mock", "sit"):
+                    if {"mock": "backends", "sit": "sitters"}[role] not in victims:
+                        continue
+                    for p in roles[role]:
+                        model, port = identity(p)
+                        if model is None:
+                            continue
+                        others = {
+                            identity(q)[1] for q in roles["mock"] + roles["sit"] if identity(q)[0] == model
+                        } - {port}
+                        # Every other replica in the router's rotation and untouched for 5 s.
+                        if others and all(o in healthy and touched.get(o, 0) < now - 5 for o in others):
+                            candidates.append((role, p, port))
+            if not candidates:
+                continue
+            role, victim, port = rnd.choice(candidates)
             try:
-                p.send_signal(signal.SIGCONT)
+                if rnd.random() < 0.5:
+                    victim.send_signal(signal.SIGKILL)
+                    log[f"SIGKILL {role}"] += 1
+                else:
+                    victim.send_signal(signal.SIGSTOP)
+                    stopped.append((now + rnd.uniform(0.5, 3.0), victim))
+                    log[f"SIGSTOP+SIGCONT {role}"] += 1
+                if port:
+                    touched[port] = now
             except psutil.Error:
                 pass
-        roles = fleet(launcher_pid)
-        candidates = [("registry", p) for p in roles["registry"]]
-        for role in ("mock", "sit"):
-            for p in roles[role]:
-                model, key = model_of(p), replica_key(p)
-                others = [
-                    q for q in roles["mock"] + roles["sit"] if model_of(q) == model and replica_key(q) != key
-                ]
-                if model and all(down_until.get(replica_key(q), 0) <= now for q in others):
-                    candidates.append((role, p))
-        if not candidates:
-            continue
-        role, victim = rnd.choice(candidates)
-        key = replica_key(victim)
-        try:
-            if rnd.random() < 0.5:
-                victim.send_signal(signal.SIGKILL)
-                log[f"SIGKILL {role}"] += 1
-                if role != "registry":
-                    down_until[key] = now + KILL_DOWN_S
-            else:
-                victim.send_signal(signal.SIGSTOP)
-                pause = rnd.uniform(0.5, 3.0)
-                stopped.append((now + pause, victim))
-                log[f"SIGSTOP+SIGCONT {role}"] += 1
-                if role != "registry":
-                    down_until[key] = now + pause + 1.0
-        except psutil.Error:
-            pass
     for _, p in stopped:
         try:
             p.send_signal(signal.SIGCONT)
@@ -253,12 +273,13 @@ async def main() -> int:
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of chaos under load")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--victims", default="backends,sitters,registry", help="what the driver may hit")
     a = ap.parse_args()
     random.seed(a.seed)
     rnd = random.Random(a.seed)
     with tempfile.TemporaryDirectory(prefix="corral-soak-") as d:
         tmp = Path(d)
-        cfg, port = write_config(tmp)
+        cfg, port, _registry_port = write_config(tmp)
         router_url = f"http://127.0.0.1:{port}"
         up = corral("up", "-d", "-c", str(cfg), timeout=300)
         if up.returncode != 0:
@@ -276,29 +297,39 @@ async def main() -> int:
                     except psutil.Error:
                         pass
 
-        remember()
-        router_pid = fleet(launcher)["router"][0].pid
-        stats, chaos_log = Stats(), Counter[str]()
-        # Warm-up without chaos, then the baseline of the router's memory and descriptors.
-        warm = time.monotonic() + 5
-        await asyncio.gather(*(client(router_url, warm, Stats(), rnd) for _ in range(a.clients)))
-        rss0, fd0 = rss_mb(router_pid), fds(router_pid)
-        until = time.monotonic() + a.duration
+        try:
+            remember()
+            router_pid = fleet(launcher)["router"][0].pid
+            stats, chaos_log = Stats(), Counter[str]()
+            # Warm-up without chaos, then the baseline of the router's memory and descriptors.
+            warm = time.monotonic() + 5
+            await asyncio.gather(*(client(router_url, warm, Stats(), rnd) for _ in range(a.clients)))
+            rss0, fd0 = rss_mb(router_pid), fds(router_pid)
+            until = time.monotonic() + a.duration
 
-        async def watch() -> None:
-            while time.monotonic() < until:
-                remember()
-                await asyncio.sleep(1)
+            async def watch() -> None:
+                while time.monotonic() < until:
+                    remember()
+                    await asyncio.sleep(1)
 
-        await asyncio.gather(
-            chaos(launcher, until, rnd, chaos_log),
-            watch(),
-            *(client(router_url, until, stats, rnd) for _ in range(a.clients)),
-        )
-        await asyncio.sleep(2)  # let keep-alive connections of the clients close
-        rss1, fd1 = rss_mb(router_pid), fds(router_pid)
-        remember()
-        down = corral("down", "-c", str(cfg), timeout=120)
+            await asyncio.gather(
+                chaos(
+                    launcher,
+                    router_url,
+                    until,
+                    rnd,
+                    chaos_log,
+                    set(a.victims.split(",")),
+                ),
+                watch(),
+                *(client(router_url, until, stats, rnd) for _ in range(a.clients)),
+            )
+            await asyncio.sleep(2)  # let keep-alive connections of the clients close
+            rss1, fd1 = rss_mb(router_pid), fds(router_pid)
+            remember()
+        finally:  # whatever happened, the fleet goes down
+            remember()
+            down = corral("down", "-c", str(cfg), timeout=120)
         left = []
         for pid, created in seen.items():
             try:
