@@ -239,14 +239,15 @@ def test_error_400_and_429_rates_answer_openai_errors_and_repeat_per_seed(procs:
     runs = []
     for _ in range(2):
         base, _ = start(procs, "--error-400-rate", "0.3", "--error-429-rate", "0.2", "--seed", "5")
-        answers = [
-            httpx.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}) for _ in range(60)
-        ]
+        with httpx.Client(timeout=30) as c:
+            answers = [
+                c.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}) for _ in range(30)
+            ]
         runs.append([a.status_code for a in answers])
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[1]  # drawn from the seed: the same sequence every run
     codes = runs[0]
     assert {200, 400, 429} == set(codes)
-    assert 8 <= codes.count(400) <= 30 and 4 <= codes.count(429) <= 24
+    assert 3 <= codes.count(400) <= 16 and 1 <= codes.count(429) <= 12
     bad = next(a for a in answers if a.status_code == 400)
     assert bad.json()["error"]["code"] == "injected_400"
     full = next(a for a in answers if a.status_code == 429)
@@ -254,14 +255,16 @@ def test_error_400_and_429_rates_answer_openai_errors_and_repeat_per_seed(procs:
 
 
 def test_slow_rate_delays_only_that_fraction(procs: CorralProcs) -> None:
-    base, _ = start(procs, "--slow-rate", "0.5", "--slow-ms", "400", "--seed", "1")
+    # --slow-ms is a lower bound on a slowed answer, whatever the load; a plain one takes far less.
+    base, _ = start(procs, "--slow-rate", "0.5", "--slow-ms", "2500", "--seed", "1")
     times = []
-    for _ in range(12):
-        t0 = time.monotonic()
-        assert httpx.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}).status_code == 200
-        times.append(time.monotonic() - t0)
-    slow = [t for t in times if t >= 0.39]
-    assert 1 <= len(slow) <= 11, times
+    with httpx.Client(timeout=30) as c:
+        for _ in range(8):
+            t0 = time.monotonic()
+            assert c.post(f"{base}/v1/completions", json={"model": "m", "prompt": "x"}).status_code == 200
+            times.append(time.monotonic() - t0)
+    slow = [t for t in times if t >= 2.5]
+    assert 1 <= len(slow) <= 7, times
 
 
 def test_fault_rates_over_one_are_a_clear_error(procs: CorralProcs, tmp_path: Any) -> None:
