@@ -26,7 +26,7 @@ import sys
 import aiohttp
 from router_overhead import free_port, load, wait_ready
 
-POLICIES = ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity")
+POLICIES = ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity", "cache_aware")
 
 
 def spawn(args: list[str], cpus: str | None, src: str | None = None) -> subprocess.Popen[bytes]:
@@ -95,6 +95,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     a.baseline = os.path.abspath(a.baseline) if a.baseline else None
+    policies_dir = f"{a.baseline}/corral/router/policies"
+    a.baseline_policies = {f[:-3] for f in os.listdir(policies_dir)} if a.baseline else set()
     return a
 
 
@@ -125,6 +127,8 @@ async def main(a: argparse.Namespace) -> None:
                 for _ in range(a.repeat):
                     for policy in policies:
                         for name, src in systems:
+                            if src and policy not in a.baseline_policies:
+                                continue  # the baseline has no such policy
                             us = await cell(registry, n, policy, a, src, router_cpus)
                             table.setdefault((name, policy, n), []).append(us)
                             print(f"{name:8} {policy:18} n={n:5}  {us:6.1f} µs/req", flush=True)
@@ -138,6 +142,8 @@ async def main(a: argparse.Namespace) -> None:
     print("|---|---|" + "---:|" * (len(sizes) + 1))
     for name, _ in systems:
         for policy in policies:
+            if (name, policy, sizes[0]) not in table:
+                continue
             vals = [statistics.median(table[name, policy, n]) for n in sizes]
             cells = " | ".join(f"{v:.1f}" for v in vals)
             print(f"| {name} | {policy} | {cells} | {vals[-1] / vals[0]:.2f}x |")

@@ -20,7 +20,9 @@ router does.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from corral.router.instance import Instance
@@ -37,9 +39,9 @@ tree = PrefixTree()
 _rand = random.Random()
 
 
-def _recent(owners: dict[str, None]) -> list[str]:
-    keys = list(owners) if len(owners) <= OWNERS else list(owners)[-OWNERS:]
-    return keys
+def _recent(owners: dict[str, None]) -> Iterator[str]:
+    """The ``OWNERS`` most recent owners, O(OWNERS) however many there are."""
+    return itertools.islice(reversed(owners), OWNERS)
 
 
 def select(candidates: Routable, ctx: Any) -> Instance | None:
