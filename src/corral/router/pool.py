@@ -72,7 +72,7 @@ class Pool:
             self._leave(old)
         inst.notify = self.refresh
         self.instances[inst.id] = inst
-        self._reindex()
+        self._reindex(old, inst)
         self.wake(inst)
         return inst
 
@@ -81,7 +81,7 @@ class Pool:
         inst = self.instances.pop(instance_id, None)
         if inst is not None:
             self._leave(inst)
-            self._reindex()
+            self._reindex(inst, None)
         return inst
 
     def set_models(self, inst: Instance, models: Iterable[str]) -> None:
@@ -89,8 +89,9 @@ class Pool:
         models = tuple(models)
         if models != inst.models:
             self._leave(inst)
+            self._reindex(inst, None)
             inst.models = models
-            self._reindex()
+            self._reindex(None, inst)
             self.refresh(inst)
 
     def _leave(self, inst: Instance) -> None:
@@ -101,22 +102,41 @@ class Pool:
             if r is not None:
                 r.remove(inst)
 
-    def _reindex(self) -> None:
-        index: dict[str, list[Instance]] = {}
-        for inst in self.instances.values():
-            for m in inst.models:
-                index.setdefault(m, []).append(inst)
-        self.by_model = index
-        self.seen_models.update(index)
+    def _reindex(self, old: Instance | None, new: Instance | None) -> None:
+        """Put ``new`` in place of ``old`` in the models' lists (either may be None).
+
+        Each changed model gets a new list (a C-speed copy), so that caches keyed on the list
+        (``prefix_affinity``'s ring) rebuild, and the rest of the fleet is not walked.
+        """
         self.revision += 1
-        for m, insts in index.items():
+        old_models = old.models if old is not None else ()
+        new_models = new.models if new is not None else ()
+        for m in dict.fromkeys((*old_models, *new_models)):
+            insts = list(self.by_model.get(m, ()))
+            at = -1
+            if old is not None and m in old_models:
+                try:
+                    at = insts.index(old)  # Instance has no __eq__: identity, at C speed
+                except ValueError:
+                    pass
+            if new is not None and m in new_models:
+                if at >= 0:
+                    insts[at] = new
+                else:
+                    insts.append(new)
+            elif at >= 0:
+                del insts[at]
+            if not insts:
+                self.by_model.pop(m, None)
+                self.routable.pop(m, None)
+                continue
+            self.by_model[m] = insts
+            self.seen_models.add(m)
             r = self.routable.get(m)
             if r is None:
                 r = self.routable[m] = Routable()
             r.instances = insts
             r.generation = self.revision
-        for m in [m for m in self.routable if m not in index]:
-            del self.routable[m]
 
     # -- routability --------------------------------------------------------------------------
     def refresh(self, inst: Instance, now: float | None = None) -> None:

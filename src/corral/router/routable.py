@@ -15,6 +15,7 @@ change calls), and indexed so that every policy selects in O(1) or O(log n):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from corral.router.instance import Instance
@@ -29,7 +30,9 @@ class Routable:
         self.members: list[Instance] = []
         self._pos: dict[Instance, int] = {}
         self._ids: dict[str, Instance] = {}
-        self._buckets: list[dict[Instance, None]] = [{}]
+        # OrderedDict, not dict: a dict whose first entries were popped scans past their holes
+        # on next(iter()) until it is resized, which made "the first of the bucket" O(n).
+        self._buckets: list[OrderedDict[Instance, None]] = [OrderedDict()]
         self._low = 0
         for inst in members:
             self.add(inst)
@@ -92,12 +95,12 @@ class Routable:
         self._low = low
         return next(iter(buckets[low]))
 
-    def _bucket(self, load: int) -> dict[Instance, None]:
+    def _bucket(self, load: int) -> OrderedDict[Instance, None]:
         buckets = self._buckets
         if load < 0:
             load = 0  # a stale instance released twice: keep it countable
         while load >= len(buckets):
-            buckets.append({})
+            buckets.append(OrderedDict())
         return buckets[load]
 
     def without(self, exclude: Iterable[Instance]) -> Routable:
