@@ -74,9 +74,10 @@ image: $(STAMP) podman
 	$(PODMAN) build -q --network=none --format docker --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) -f Containerfile .
 	@$(PODMAN) image inspect $(IMAGE) --format 'image $(IMAGE): {{.Size}} bytes'
 
-# Registry, router and a mock backend as three containers on one podman network (tests/image).
+# Registry, router and a mock backend as three containers on one podman network, and
+# deploy/compose.yaml brought up with podman-compose (tests/image).
 test-image: image
-	CORRAL_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
+	CORRAL_IMAGE=$(IMAGE) CORRAL_IMAGE_BASE=$(IMAGE_BASE) $(BIN)/python -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 # Hosts as network namespaces (tests/multihost, docs/multihost.md): root only, skipped otherwise;
 # under 2 minutes. It creates and removes its own namespaces on a private subnet.
