@@ -13,6 +13,7 @@ from corral import promtext
 from corral.gpu.inventory import Inventory
 from corral.gpu.metrics import GpuCollector
 from corral.router.metrics import Metrics, make_renderer
+from corral.router.pool import Pool
 from corral.sitter.metrics import SITTER_METRICS
 from deploy_support import DEPLOY
 
@@ -39,9 +40,9 @@ def _sample_names(families: list[Metric]) -> set[str]:
 
 def corral_metrics() -> set[str]:
     """Every sample name corral's router, sitters, launcher and GPU collector export."""
-    pool = SimpleNamespace(instances={}, waiters={})
+    # A real (empty) pool; the tenants' families need only their (empty) usage and key states.
     tenants = SimpleNamespace(usage=SimpleNamespace(totals={}), keyring=SimpleNamespace(states={}))
-    router = promtext.parse(make_renderer(Metrics(), pool, tenants)().decode())  # type: ignore[arg-type]
+    router = promtext.parse(make_renderer(Metrics(), Pool(), tenants)().decode())  # type: ignore[arg-type]
     gpu = list(GpuCollector(inventory=lambda: Inventory(gpus=[], source="none")).collect())
     return _sample_names(router) | _sample_names(gpu) | set(SITTER_METRICS) | {"corral_fleet_scrape_up"}
 
