@@ -57,3 +57,18 @@ def test_sigterm_ends_a_stream_past_the_drain_timeout_with_an_error_event(
     events = [ln for ln in lines if ln.startswith("data: ")]
     assert '"shutting_down"' in events[-1] and "[DONE]" not in events[-1]
     assert proc.wait(30) == 0
+
+
+def test_sigterm_lets_the_mock_finish_its_stream_and_exit_0(procs: CorralProcs) -> None:
+    mock = start_mock(procs, "m1", "--itl-ms", "20")
+    proc = procs.procs[-1]
+    body = {**CHAT, "max_tokens": 40, "stream": True, "ignore_eos": True}
+    lines: list[str] = []
+    with httpx.stream("POST", mock + "/v1/chat/completions", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            lines.append(line)
+            if len(lines) == 2:
+                proc.send_signal(signal.SIGTERM)  # mid-stream: the stream still ends whole
+    assert lines[-2:] == ["data: [DONE]", ""] or lines[-1] == "data: [DONE]"
+    assert proc.wait(30) == 0
+    assert _refused(mock)

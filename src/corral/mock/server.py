@@ -7,6 +7,7 @@ import errno
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from corral.errors import ConfigError, SpawnError
@@ -32,6 +33,9 @@ def bind_socket(config: MockConfig) -> socket.socket:
         raise SpawnError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
+
+
+DRAIN_S = 10.0  # how long a stopping mock lets requests in flight finish
 
 
 class MockServer:
@@ -71,6 +75,31 @@ class MockServer:
         if self.config.startup_delay_s > 0:
             loop.call_later(self.config.startup_delay_s, setattr, self.app, "ready", True)
 
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting and let requests in flight (streams too) finish, up to ``timeout`` s.
+
+        Idle connections close at once, busy ones after their answer. Returns whether all
+        finished in time (then :meth:`close` drops what is left).
+        """
+        if self._server is None:
+            return True
+        self._server.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = False
+            for conn in list(self.connections):
+                conn._keep_alive = False  # answer what it has, then close
+                if conn.task is None and not conn.queue and not conn._in_request:
+                    if conn.transport is not None:
+                        conn.transport.close()
+                else:
+                    busy = True
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         """Stop listening, drop every connection and cancel what is running."""
         if self._server is None:
@@ -98,6 +127,7 @@ async def serve(config: MockConfig) -> None:
     )
     try:
         await stop.wait()
+        await server.drain(DRAIN_S)  # SIGTERM: finish what is in flight first
     finally:
         await server.close()
 
