@@ -155,9 +155,16 @@ class Proxy:
             return self._out_of_scope(key, model, rid)
         od = self.ondemand
         on_demand = od is not None and bool(od.entries) and target in od.entries
+        admitted = False
         if on_demand:
             assert od is not None
             if od.needs_hold(target):
+                if key is not None and key.limited:
+                    # A key over its limits must not wake a model: admit before holding.
+                    refused = await self._admit(key, rid)
+                    if refused is not None:
+                        return refused
+                    admitted = True
                 try:
                     await od.hold(target)  # wakes the model; a client that leaves cancels this
                 except ModelUnavailable as exc:
@@ -187,7 +194,9 @@ class Proxy:
         ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
         if on_demand:
             assert od is not None
-            return await self._route_on_demand(od, key, conn, ctx, target, raw, head, stream, strip_usage, t0)
+            return await self._route_on_demand(
+                od, key, conn, ctx, target, raw, head, stream, strip_usage, t0, admitted
+            )
         if key is None:
             self._track(rid, ctx)
             try:
@@ -208,6 +217,7 @@ class Proxy:
         stream: bool,
         strip_usage: bool,
         t0: float,
+        admitted: bool,
     ) -> Reply | None:
         """Route a request for an on-demand model, counted in flight so idle unload waits for it."""
         entry: ModelEntry | None = od.started(model)
@@ -218,10 +228,23 @@ class Proxy:
                     return await self._route(conn, ctx, model, raw, head, stream, strip_usage, t0)
                 finally:
                     self._untrack(ctx.request_id, ctx)
-            return await self._route_keyed(key, conn, ctx, model, raw, head, stream, strip_usage, t0)
+            args = (conn, ctx, model, raw, head, stream, strip_usage, t0, admitted)
+            return await self._route_keyed(key, *args)
         finally:
             if entry is not None:
                 OnDemand.ended(entry)
+
+    async def _admit(self, key: Key, rid: str) -> Reply | None:
+        """None when the key's rate and concurrency limits let this request in; else the 429."""
+        tenants = self.tenants
+        assert tenants is not None
+        refusal = tenants.limits.admit_local(key)
+        if refusal is None and tenants.limits.shared and (key.rpm or key.tpm):
+            refusal = await tenants.limits.admit_shared(key)
+        if refusal is None:
+            return None
+        self.metrics.refused(key.name, refusal.code)
+        return error(429, refusal.message, rid, refusal.code, refusal.retry_after)
 
     async def _route_keyed(
         self,
@@ -234,17 +257,15 @@ class Proxy:
         stream: bool,
         strip_usage: bool,
         t0: float,
+        admitted: bool = False,
     ) -> Reply | None:
-        """Admit by the key's limits, count it in flight for the key, then route."""
-        rid, tenants = ctx.request_id, self.tenants
-        if key.limited:
-            assert tenants is not None
-            refusal = tenants.limits.admit_local(key)
-            if refusal is None and tenants.limits.shared and (key.rpm or key.tpm):
-                refusal = await tenants.limits.admit_shared(key)
-            if refusal is not None:
-                self.metrics.refused(key.name, refusal.code)
-                return error(429, refusal.message, rid, refusal.code, refusal.retry_after)
+        """Admit by the key's limits (unless already ``admitted``), count it in flight for the
+        key, then route."""
+        rid = ctx.request_id
+        if key.limited and not admitted:
+            refused = await self._admit(key, rid)
+            if refused is not None:
+                return refused
         ctx.key = key
         state = key.state
         state.in_flight += 1
