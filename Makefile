@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/corral.toml
 
-.PHONY: run test lint e2e-real test-gpu test-multihost bench soak clean venv browser redis podman image test-image
+.PHONY: run test test-fleet lint e2e-real test-gpu test-multihost bench soak clean venv browser redis podman image test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,11 @@ redis:
 	  echo "warning: could not install redis-server; the Redis registry tests will fail"
 
 test: $(STAMP) browser redis
-	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not gpu and not fleet" $(PYTEST_ARGS)
+
+# Rolling restarts and reloads of real stacks under client load (a few minutes on 2 cores).
+test-fleet: $(STAMP)
+	$(BIN)/python -m pytest -q -m fleet tests/integration $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -12,11 +12,15 @@ import signal
 from pathlib import Path
 
 import psutil
+import pytest
 from fleet_load import Load
 from launcher_helpers import Stack
 from test_fleet_rolling import _free_block
 
 from support import free_port, wait_until
+
+# Whole stacks under load, minutes each: `make test-fleet`, not `make test`.
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(600)]
 
 
 def _body(chat_port: int, other_port: int, router: int, replicas: int, other_ttft: int) -> str:

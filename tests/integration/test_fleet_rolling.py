@@ -3,10 +3,12 @@ again one at a time while clients (half streaming) keep going, and no request fa
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 import psutil
+import pytest
 from fleet_load import Load
 from launcher_helpers import Stack
 
@@ -14,13 +16,17 @@ from support import free_port, wait_until
 
 MOCK_ARGS = '["--ttft-ms", "30", "--itl-ms", "10"]'
 
+# Whole stacks under load, minutes each: `make test-fleet`, not `make test`.
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(600)]
+
 
 def _free_block(n: int) -> int:
-    """A port p with p .. p + n - 1 all free now (replicas and their sitters, step 2)."""
-    for _ in range(100):
-        p = free_port()
-        if p + n >= 65535:
-            continue
+    """A port p with p .. p + n - 1 all free now (replicas and their sitters, step 2), below the
+    kernel's ephemeral range: a replica added later (reload) must not find its port taken by
+    some client connection's local port meanwhile."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        p = random.randrange(10000, max(10001, low - n))
         socks = []
         try:
             for q in range(p, p + n):
