@@ -34,6 +34,10 @@ SPEED_SLACK = 0.5  # up to 1.5x the typical time to first byte counts as normal 
 OWNERS = 8  # candidates taken from one tree node (the most recent)
 SMALL = 8  # fleets this small: every instance is a candidate
 BALANCE_ABS, BALANCE_REL = 16, 3.0  # load gap that overrides the cache entirely
+# A request whose longest cached prefix covers HOME_MATCH of it, on one instance alone (its own
+# history, not a shared system prompt), stays there while that instance is at normal speed and
+# its load is at most HOME_LOAD_REL x the least + HOME_LOAD_ABS.
+HOME_MATCH, HOME_LOAD_REL, HOME_LOAD_ABS = 0.5, 2.0, 4
 
 tree = PrefixTree()
 _rand = random.Random()
@@ -80,6 +84,12 @@ def select(candidates: Routable, ctx: Any) -> Instance | None:
     return best
 
 
+def _speed(inst: Instance, typical: float) -> float:
+    # Relative to the typical candidate, with slack: a hit or a miss moves one instance's
+    # time to first byte by 2x, which must not read as a slow replica.
+    return max(1.0, inst.ewma_s / typical - SPEED_SLACK) if inst.ewma_s and typical else 1.0
+
+
 def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
     known = sorted(i.ewma_s for i in pool if i.ewma_s)
     typical = known[len(known) // 2] if known else 0.0
@@ -87,13 +97,20 @@ def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
     most = max(i.load for i in pool)
     if most - least > BALANCE_ABS and most > BALANCE_REL * least:
         pool = {i: c for i, c in pool.items() if i.load == least} or {low: 0}
+    home = max(pool, key=pool.__getitem__)
+    runner_up = max((c for i, c in pool.items() if i is not home), default=0)
+    if (
+        total
+        and pool[home] >= HOME_MATCH * total
+        and pool[home] > runner_up  # its own history, not a prefix every instance holds
+        and home.load <= HOME_LOAD_REL * least + HOME_LOAD_ABS
+        and _speed(home, typical) == 1.0
+    ):
+        return home  # the conversation's history is there and it is not overloaded: stay
     best, best_cost = low, float("inf")
     for inst, cached in pool.items():
         miss = 1.0 - cached / total if total else 1.0
-        # Speed relative to the typical candidate, with slack: a hit or a miss moves one
-        # instance's time to first byte by 2x, which must not read as a slow replica.
-        speed = max(1.0, inst.ewma_s / typical - SPEED_SLACK) if inst.ewma_s and typical else 1.0
-        cost = (inst.load + 1) * speed * (1 + MISS_WEIGHT * miss)
+        cost = (inst.load + 1) * _speed(inst, typical) * (1 + MISS_WEIGHT * miss)
         if cost < best_cost:
             best, best_cost = inst, cost
     return best
