@@ -71,7 +71,8 @@ def test_gpu_line_panel_holders_and_refusal(page: Any, gpu_fleet: tuple[Launcher
     launcher, inventory = gpu_fleet
     services = launcher.services()
     assert services["gpu-0"]["gpus"] == [0]
-    mock = backend_pid(services["gpu-0"]["pid"])
+    mock = backend_pid(services["gpu-0"]["sitter"]["pid"])
+    assert services["gpu-0"]["pid"] == mock  # the card shows the backend's own PID
     me = os.getpid()  # a foreign holder: in no service's process tree
     write_inventory(inventory, [gpu(0, [(mock, 4 * GIB)]), gpu(1, [(me, 2 * GIB)])])
     wait_until(

@@ -91,8 +91,9 @@ class Stack:
     def tree_pids(self) -> list[psutil.Process]:
         procs = []
         for s in self.services().values():
-            if s["pid"]:
-                p = psutil.Process(s["pid"])
+            root = (s.get("sitter") or s)["pid"]  # a backend's tree hangs off its sitter
+            if root:
+                p = psutil.Process(root)
                 procs += [p, *p.children(recursive=True)]
         return procs
 

@@ -85,7 +85,7 @@ def test_gpu_placement_refusal_fails_one_replica_and_the_rest_runs(
     assert "10.0 GiB free, 40.0 GiB needed" in svc["big-0"]["reason"]
     assert svc["small-0"]["state"] == "healthy" and svc["small-0"]["pid"]
 
-    root = psutil.Process(svc["small-0"]["pid"])
+    root = psutil.Process(svc["small-0"]["sitter"]["pid"])  # the sitter; its backend is a child
     launcher = s.launcher_pid()
     assert launcher is not None
     procs = [root, *root.children(recursive=True), psutil.Process(launcher)]

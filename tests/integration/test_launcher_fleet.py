@@ -136,7 +136,8 @@ def test_openai_service_is_routed_and_gpu_backend_is_attributed(fleet: Fleet) ->
     # GPU attribution: the backend's mock (a child of its sitter) holds 4 GiB, a foreign PID 1 GiB.
     sitter = fleet.services()["g-0"]
     assert sitter["gpus"] == [0]
-    backend = next(c for c in psutil.Process(sitter["pid"]).children() if "mock" in " ".join(c.cmdline()))
+    backend = psutil.Process(sitter["pid"])  # a backend's row shows the backend's own PID
+    assert "mock" in " ".join(backend.cmdline()) and backend.ppid() == sitter["sitter"]["pid"]
     fleet.write_inventory(
         [
             {"pid": backend.pid, "used_memory": 4 * GIB},

@@ -74,7 +74,11 @@ async def test_async_client_completions_embeddings_and_alias(fleet: dict[str, st
     c = openai.AsyncOpenAI(base_url=fleet["router"] + "/v1", api_key=KEY, max_retries=0)
     async with c:
         r = await c.completions.create(model="gpt-alias", prompt="say", max_tokens=3)
-        assert r.model == "m1" and r.choices[0].text
+        assert r.model == "gpt-alias" and r.choices[0].text  # the name the client asked for
+        chunks = await c.chat.completions.create(
+            model="gpt-alias", messages=[{"role": "user", "content": "a"}], max_tokens=3, stream=True
+        )
+        assert {ch.model async for ch in chunks} == {"gpt-alias"}
         e = await c.embeddings.create(model="m2", input="x")
         assert len(e.data[0].embedding) > 0
         stream = await c.chat.completions.create(

@@ -106,7 +106,10 @@ class RouterSection(Strict):
     enabled: bool = True
     port: Port = 8000
     policy: Policy = "least_outstanding"
-    api_keys_env: str = "CORRAL_API_KEYS"
+    # Set: client keys are required (the router refuses to start without them, unless
+    # allow_no_auth); unset: CORRAL_API_KEYS is used when present, else no auth.
+    api_keys_env: str | None = None
+    allow_no_auth: bool = False
     admin_token: str | None = None
     aliases: dict[str, str] = {}
 

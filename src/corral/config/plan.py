@@ -181,7 +181,7 @@ class _Builder:
             # The router reads its table from a file the launcher writes: variables expanded,
             # launcher-only keys dropped, and secrets kept off the command line.
             router_toml = str(self.state_dir / "router.toml")
-            argv += ["--api-keys-env", rt.api_keys_env, "--config", router_toml]
+            argv += ["--config", router_toml]  # api_keys_env and allow_no_auth are in the file
             if self.registry_url:
                 argv += ["--registry-url", self.registry_url]
             table = self._router_file_table()

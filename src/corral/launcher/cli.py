@@ -45,6 +45,12 @@ def up(
 
     t0 = time.monotonic()
     plan = _plan(config)
+    from corral.errors import ConfigError
+    from corral.launcher.preflight import router_auth_problem
+
+    problem = router_auth_problem(plan)
+    if problem:
+        raise ConfigError(problem, file=plan.config_file)
     state = StateDir(plan.state_dir)
     info = read_info(state)
     probe = LauncherLock(state)
@@ -131,26 +137,38 @@ def logs(
     config: str = _CONFIG,
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     tail: int = typer.Option(100, "--tail", "-n", help="Lines to show first."),
+    sitter: bool = typer.Option(
+        False, "--sitter", help="A backend: only its sitter's own lines (those marked [sitter])."
+    ),
 ) -> None:
-    """Print a process's log (read from state_dir/logs, so it works with the launcher down too)."""
+    """Print a process's log: for a backend, the engine's own output with its sitter's lines
+    marked [sitter]. Read from state_dir/logs, so it works with the launcher down too."""
     from corral.errors import CorralError
-    from corral.launcher.logtail import follow_lines, read_tail
+    from corral.launcher.logtail import follow_lines, read_tail_matching
     from corral.launcher.state import StateDir
+    from corral.sitter.main import SITTER_MARK
 
     plan = _plan(config)
     path = StateDir(plan.state_dir).log_file(name)
     if plan.get(name) is None and not path.exists():
         names = ", ".join(p.name for p in plan.processes)
         raise CorralError(f"no process named {name!r} (processes: {names})")
+
+    def keep(line: str) -> bool:
+        return not sitter or line.startswith(SITTER_MARK)
+
     if not follow:
-        for line in read_tail(path, tail):
+        for line in read_tail_matching(path, tail, keep):
             typer.echo(line)
         return
     import asyncio
 
     async def run() -> None:
-        async for line in follow_lines(path, tail):
-            if line is not None:
+        for old in read_tail_matching(path, tail, keep):
+            sys.stdout.write(old + "\n")
+        sys.stdout.flush()
+        async for line in follow_lines(path, 0):
+            if line is not None and keep(line):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
 
@@ -303,8 +321,14 @@ config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)
 def config_check(config: str = _CONFIG) -> None:
     """Validate the config and print the plan: every process, argv, ports, GPUs, start order."""
     from corral.launcher.plan_view import print_plan
+    from corral.launcher.preflight import router_auth_problem
 
-    print_plan(_plan(config))
+    plan = _plan(config)
+    print_plan(plan)
+    problem = router_auth_problem(plan)
+    if problem:
+        typer.secho(f"error: `corral up` would refuse to start: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

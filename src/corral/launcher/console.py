@@ -20,24 +20,41 @@ _STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_
 
 
 def banner(plan: Plan) -> str:
-    """Where things are and how to call them: router URL, curl, the openai SDK, the dashboard."""
+    """Where things are and how to call them: router URL, curl, the openai SDK, the dashboard.
+
+    Each command is one line (print it unwrapped: a terminal-wide wrap inside a quoted header
+    breaks the pasted command); with client keys configured the key is ``$CORRAL_API_KEY``.
+    """
+    from corral.launcher.preflight import router_auth
+
     host = "localhost" if plan.host in ("127.0.0.1", "0.0.0.0", "::") else plan.host
     dash = f"http://{host}:{plan.dashboard_port}/"
     lines = []
+    auth = router_auth(plan) if plan.router_url else None
+    aliases = list(auth.settings.aliases) if auth else []
     models = [m for p in plan.processes for m in p.models]
-    model = models[0] if models else "MODEL"
+    model = models[0] if models else aliases[0] if aliases else "MODEL"
     if plan.router_url:
         url = plan.router_url.replace(plan.host, host, 1)
+        names = ", ".join(dict.fromkeys([*models, *aliases])) or "none configured"
+        keyed = bool(auth and auth.n_keys)
+        header = ' -H "Authorization: Bearer $CORRAL_API_KEY"' if keyed else ""
+        body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
         lines += [
-            f"router     {url}/v1   (models: {', '.join(dict.fromkeys(models)) or 'none configured'})",
+            f"router     {url}/v1   (models: {names})",
             f"dashboard  {dash}",
+        ]
+        if keyed and auth:
+            lines.append(f"auth       on: export CORRAL_API_KEY=<one of the keys in ${auth.keys_env}>")
+        lines += [
             "",
             "try it:",
-            f"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\",
-            f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+            f"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json'{header} -d '{body}'",
             "",
+            *(["  import os"] if keyed else []),
             "  from openai import OpenAI",
-            f'  client = OpenAI(base_url="{url}/v1", api_key="none")',
+            f'  client = OpenAI(base_url="{url}/v1", api_key='
+            + ('os.environ["CORRAL_API_KEY"])' if keyed else '"none")'),
             f'  r = client.chat.completions.create(model="{model}", '
             'messages=[{"role": "user", "content": "Hello!"}])',
             "  print(r.choices[0].message.content)",

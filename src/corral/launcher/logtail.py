@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 _POLL_S = 0.2
@@ -30,6 +30,17 @@ def read_tail(path: Path, n: int) -> list[str]:
         return []
     lines = data.decode("utf-8", "replace").splitlines()
     return lines[-n:]
+
+
+def read_tail_matching(path: Path, n: int, keep: Callable[[str], bool]) -> list[str]:
+    """The last ``n`` lines of ``path`` that ``keep`` accepts (reads further back as needed)."""
+    want = max(n, 1) * 4
+    while True:
+        lines = read_tail(path, want)
+        kept = [ln for ln in lines if keep(ln)]
+        if len(kept) >= n or len(lines) < want:
+            return kept[-n:] if n > 0 else []
+        want *= 4
 
 
 async def follow_lines(path: Path, tail: int, keepalive_s: float = 15.0) -> AsyncIterator[str | None]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.config import Plan, ProcessPlan
+from corral.launcher.backends import BackendWatch, merged
 from corral.launcher.ondemand import OnDemandModels
 from corral.launcher.openai_services import OpenAIRegistrar
 from corral.launcher.state import StateDir
@@ -91,19 +92,29 @@ class Orchestrator:
         self._changed = asyncio.Event()
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self.busy: dict[str, str] = {}  # process -> what a rolling restart / reload does to it
+        # A sitter's views show its backend, as the sitter's /health says (corral.launcher.backends).
+        self.backends = BackendWatch(self._sitter_pid, self._backend_changed)
+        self._shown: dict[str, tuple[Any, ...]] = {}  # sitter name -> what its last event showed
+        for p in plan.processes:
+            self._watch_backend(p)
 
     # -- events ---------------------------------------------------------------------------------
     def open(self) -> None:
         """Start listening to every supervisor (call once, on the running loop)."""
         for name, sup in self.sups.items():
             self._pumps[name] = asyncio.create_task(self._pump(sup))
+        self.backends.start()
         self.ondemand.start()
 
     async def _pump(self, sup: Supervisor) -> None:
         p = self.plan.get(sup.spec.name)
         register = p is not None and OpenAIRegistrar.wants(p)
         async for ev in sup.subscribe():
-            self.feed.publish(event_dict(ev))
+            if ev.name in self.backends.urls:
+                self.backends.poke(ev.name)
+                self._publish_sitter(ev.name, event_dict(ev))
+            else:
+                self.feed.publish(event_dict(ev))
             self._changed.set()
             if register:
                 assert p is not None
@@ -112,9 +123,63 @@ class Orchestrator:
                 except Exception:  # registration is best effort; never stop the pump
                     log.exception("registering %s with the registry failed", p.name)
 
+    # -- sitters: their backends' state ----------------------------------------------------------
+    def _watch_backend(self, p: ProcessPlan) -> None:
+        if p.kind == "sitter" and "sitter" in p.ports:
+            self.backends.add(p.name, f"http://{_dial(self.plan.host)}:{p.ports['sitter']}/health")
+
+    def _sitter_pid(self, name: str) -> int | None:
+        sup = self.sups.get(name)
+        return sup.pid if sup is not None and sup.state in _RUNNING else None
+
+    def _backend_changed(self, name: str) -> None:
+        if name in self.sups:
+            self._publish_sitter(name, None)
+            self._changed.set()
+
+    def status(self, name: str) -> dict[str, Any]:
+        """``state pid restarts reason last_exit`` as views show them: for a sitter, its
+        backend's (with ``sitter``: the sitter's own, ``backend``: the last BackendStatus)."""
+        sup = self.sups[name]
+        own = {
+            "state": str(sup.state),
+            "pid": sup.pid,
+            "restarts": sup.restarts,
+            "reason": sup.reason,
+            "last_exit": sup.last_exit,
+        }
+        if name not in self.backends.urls:
+            return own
+        return merged(own, self.backends.get(name))
+
+    def _publish_sitter(self, name: str, ev: dict[str, Any] | None) -> None:
+        """Publish a sitter's change as the change of what its views show (its backend's)."""
+        st = self.status(name)
+        key = (st["state"], st["pid"], st["restarts"], st["reason"], st["last_exit"], st["sitter"]["state"])
+        previous = self._shown.get(name)
+        if key == previous:
+            return
+        self._shown[name] = key
+        backend = st["backend"]
+        out = {
+            "name": name,
+            "state": st["state"],
+            "previous": previous[0] if previous else (ev or {}).get("previous", "stopped"),
+            "at": time.time(),
+            "pid": st["pid"],
+            "reason": st["reason"],
+            "restarts": st["restarts"],
+            "exit_code": st["last_exit"] if st["state"] in ("stopped", "failed", "restarting") else None,
+            "sitter": st["sitter"],
+        }
+        if st["state"] == "failed":
+            out["tail"] = backend.last_lines if backend else self.sups[name].last_lines
+        self.feed.publish(out)
+
     def _note(self, name: str, state: str, reason: str | None) -> None:
         """Publish a launcher-level change (waiting for dependencies) like a supervisor event."""
         sup = self.sups[name]
+        self._shown.pop(name, None)  # the next sitter/backend change is news again
         self.feed.publish(
             {
                 "name": name,
@@ -194,8 +259,9 @@ class Orchestrator:
                 return None
             if sup.state == State.HEALTHY:
                 return None
-            if sup.state == State.FAILED:
-                return f"failed: {sup.reason}"
+            shown = self.status(name)  # a sitter's backend may have failed while the sitter runs
+            if shown["state"] == "failed":
+                return f"failed: {shown['reason']}"
             if self.stopping:
                 return "is stopping"
             pending = self._starts.get(name)
@@ -243,6 +309,7 @@ class Orchestrator:
             await self.stop_all()
         for t in self._pumps.values():
             t.cancel()
+        await self.backends.close()
         for t in self._starts.values():
             t.cancel()
         # Detached (adoption later): the registrations lapse with their lease, as a sitter's do.
@@ -258,6 +325,7 @@ class Orchestrator:
         """Supervise a new process (stopped; ``start`` it). The plan must already list it."""
         self.sups[p.name] = Supervisor(process_spec(p, self.state), on_line=self._line_cb(p.name))
         self._pumps[p.name] = asyncio.create_task(self._pump(self.sups[p.name]))
+        self._watch_backend(p)
         if p.gpu_error:
             self.refused[p.name] = p.gpu_error
 
@@ -275,6 +343,8 @@ class Orchestrator:
         if task is not None:
             task.cancel()
         self.sups.pop(name, None)
+        self.backends.remove(name)
+        self._shown.pop(name, None)
         self._starts.pop(name, None)
         self.refused.pop(name, None)
         self.waiting.pop(name, None)
@@ -286,7 +356,7 @@ class Orchestrator:
     # -- views ----------------------------------------------------------------------------------
     def all_healthy(self) -> bool:
         """True when every process that should run (auto_start or started) is healthy."""
-        return all(self.sups[n].state == State.HEALTHY for n in self.expected())
+        return all(self.status(n)["state"] == "healthy" for n in self.expected())
 
     def expected(self) -> list[str]:
         """Processes that should be up now."""
@@ -295,3 +365,12 @@ class Orchestrator:
             for p in self.plan.processes
             if p.name in self._starts or self.sups[p.name].state != State.STOPPED
         ]
+
+
+def _dial(host: str) -> str:
+    """Where the launcher reaches a server bound to ``host`` (loopback for a wildcard)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

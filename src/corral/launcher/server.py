@@ -129,7 +129,8 @@ async def _run(plan: Plan, state: StateDir, interactive: bool) -> int:
     write_info(state, host=plan.host, port=plan.dashboard_port, config=plan.config_file)
     live_task = None
     if term is not None:
-        term.console.print(banner(plan) + "\n")
+        # Unwrapped, no markup: the commands in it must paste as they are.
+        term.console.print(banner(plan) + "\n", soft_wrap=True, markup=False, highlight=False)
         live_task = asyncio.create_task(term.live(orch, shutdown))
     await shutdown.wait()
     if term is not None:

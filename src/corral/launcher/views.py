@@ -31,6 +31,7 @@ def service_view(
 ) -> dict[str, Any]:
     """The control API's description of one process (``gpu_att``: the fleet's GPU attribution;
     ``samples``: PID -> shared resource sample, so the process table is not rescanned)."""
+    from corral.launcher.backends import uptime as backend_uptime
     from corral.launcher.gpus import service_gpu_fields
     from corral.launcher.resources import status_of
 
@@ -38,22 +39,28 @@ def service_view(
     assert p is not None
     sup = orch.sups[name]
     info = sup.info() if samples is None else status_of(sup, samples.get(sup.pid or 0))
+    shown = orch.status(name)  # a sitter: its backend's state, pid, restarts, reason
     waiting = orch.waiting.get(name)
     refused = orch.refused.get(name) if info["state"] == "stopped" and not waiting else None
-    state = "starting" if waiting else "failed" if refused else info["state"]
+    state = "starting" if waiting else "failed" if refused else shown["state"]
+    backend = shown.get("backend")
+    uptime_s, started_at = info["uptime_s"], info.get("started_at")
+    if "sitter" in shown:
+        uptime_s = backend_uptime(backend) if backend else None
+        started_at = backend.started_at if backend else None
     view: dict[str, Any] = {
         "name": name,
         "kind": p.kind,
         "group": p.group,
         "state": state,
-        "pid": info["pid"],
+        "pid": shown["pid"],
         "ports": p.ports,
         "url": p.url,
-        "uptime_s": info["uptime_s"],
-        "started_at": info.get("started_at"),
-        "restarts": info["restarts"],
-        "last_exit": info["last_exit"],
-        "reason": waiting or refused or info["reason"],
+        "uptime_s": uptime_s,
+        "started_at": started_at,
+        "restarts": shown["restarts"],
+        "last_exit": shown["last_exit"],
+        "reason": waiting or refused or shown["reason"],
         "cpu_percent": info["cpu_percent"],
         "rss_bytes": info["rss_bytes"],
         "children": info["children"],
@@ -65,7 +72,11 @@ def service_view(
         "adopted": info.get("adopted", False),
         "log_file": str(sup.spec.log_file) if sup.spec.log_file else None,
     }
-    if info["state"] == "failed":
+    if "sitter" in shown:
+        view["sitter"] = {**shown["sitter"], "uptime_s": info["uptime_s"]}
+    if backend is not None and backend.state == "failed":
+        view["tail"] = backend.last_lines or sup.tail(20)
+    elif info["state"] == "failed":
         view["tail"] = info.get("last_lines") or sup.tail(20)
     elif tail:
         view["tail"] = sup.tail(tail)
@@ -85,6 +96,15 @@ def _gpu_cell(s: dict[str, Any]) -> str:
     return f"{ids} ({held / (1 << 30):.1f} GiB)" if held else ids
 
 
+def _sitter_cell(sitter: dict[str, Any] | None) -> str:
+    """``running 1234`` (the sitter's state and PID), ``restarts N`` when it restarted."""
+    if not sitter:
+        return ""
+    state = "running" if sitter.get("state") in ("healthy", "starting", "unhealthy") else sitter.get("state")
+    text = f"{state} {sitter['pid']}" if sitter.get("pid") else str(state)
+    return text + (f", {sitter['restarts']} restarts" if sitter.get("restarts") else "")
+
+
 def _uptime(s: float | None) -> str:
     if s is None:
         return "-"
@@ -101,12 +121,17 @@ def status_table(services: list[dict[str, Any]], title: str | None = None) -> Ta
     with_gpus = any(s.get("gpus") or s.get("gpu_memory_bytes") for s in services)
     if with_gpus:
         cols.append("gpus")
+    with_sitters = any(s.get("sitter") for s in services)
+    if with_sitters:
+        cols.append("sitter")  # a backend's row shows the backend; its sitter's own state here
     for col in (*cols, "reason"):
         t.add_column(col, no_wrap=col != "reason", overflow="fold")
     for s in services:
         colour = _COLOURS.get(s["state"], "white")
         cpu = s.get("cpu_percent")
         extra = [_gpu_cell(s)] if with_gpus else []
+        if with_sitters:
+            extra.append(_sitter_cell(s.get("sitter")))
         t.add_row(
             s["name"],
             s["kind"],

@@ -55,6 +55,14 @@ def crash_loop(policy: RestartPolicy, restart_times: Sequence[float], now: float
     return None
 
 
+def failed_start_loop(policy: RestartPolicy, failed_starts: int) -> str | None:
+    """Why to give up when ``failed_starts`` starts in a row never became ready, else None."""
+    limit = policy.max_failed_starts
+    if limit is not None and failed_starts >= limit:
+        return f"crash loop: {failed_starts} starts in a row never became ready"
+    return None
+
+
 def describe_exit(code: int | None) -> str:
     """``exit code 1``, ``signal SIGKILL`` or ``unknown exit status`` (adopted process)."""
     if code is None:

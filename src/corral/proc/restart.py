@@ -11,7 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from corral.proc.decide import backoff_delay, crash_loop, is_stable, recent_restarts, wants_restart
+from corral.proc.decide import (
+    backoff_delay,
+    crash_loop,
+    failed_start_loop,
+    is_stable,
+    recent_restarts,
+    wants_restart,
+)
 from corral.proc.spec import RestartPolicy
 
 log = logging.getLogger("corral.proc.supervisor")
@@ -28,6 +35,7 @@ class Backoff:
 
     attempt: int = 0
     times: tuple[float, ...] = ()
+    failed_starts: int = 0  # starts in a row that never became ready
 
 
 @dataclass(frozen=True)
@@ -41,21 +49,30 @@ class Next:
 
 
 def after_exit(
-    policy: RestartPolicy, backoff: Backoff, why: str, code: int | None, *, uptime_s: float, now: float
+    policy: RestartPolicy,
+    backoff: Backoff,
+    why: str,
+    code: int | None,
+    *,
+    uptime_s: float,
+    now: float,
+    failed_start: bool = False,
 ) -> Next:
-    """Decide what follows an exit (or a kill for failed probes) described by ``why``."""
+    """Decide what follows an exit (or a kill for failed probes) described by ``why``;
+    ``failed_start``: the process never became ready in this run."""
     if is_stable(policy, uptime_s):
         backoff = Backoff()
+    failed = backoff.failed_starts + 1 if failed_start else 0
     if not wants_restart(policy, code):
         if code == 0:
             return Next("stop", why, backoff)
         return Next("fail", f"{why} (restart policy: {policy.policy})", backoff)
     times = recent_restarts(policy, backoff.times, now)
-    give_up = crash_loop(policy, times, now)
+    give_up = crash_loop(policy, times, now) or failed_start_loop(policy, failed)
     if give_up:
-        return Next("fail", f"{give_up}; last: {why}", Backoff(backoff.attempt, tuple(times)))
+        return Next("fail", f"{give_up}; last: {why}", Backoff(backoff.attempt, tuple(times), failed))
     delay = backoff_delay(policy, backoff.attempt)
-    return Next("restart", why, Backoff(backoff.attempt + 1, (*times, now)), delay)
+    return Next("restart", why, Backoff(backoff.attempt + 1, (*times, now), failed), delay)
 
 
 async def ask_gate(hook: BeforeRestart, name: str, old_pids: list[int]) -> str | None:

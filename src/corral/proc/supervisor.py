@@ -198,7 +198,7 @@ class Supervisor:
                 why = f"not ready within start_timeout_s={self.spec.start_timeout_s:g}s"
                 self._note(why)
                 await self._stop_child(None)
-                self._after_exit(why, None, uptime_s=0.0)
+                self._after_exit(why, None, uptime_s=0.0, failed_start=True)
 
     # ---- commands ---------------------------------------------------------------------------
 
@@ -351,6 +351,7 @@ class Supervisor:
         self.last_exit = msg.code
         why = f"exited with {describe_exit(msg.code)}"
         code, ran = msg.code, uptime
+        failed_start = self.state == State.STARTING  # never became ready in this run
         if self.state == State.STARTING and self.spec.readiness is None:
             # Gone before settle_s: a failed start even with status 0 (None: the policy's
             # "unknown status", which on-failure restarts and never fails).
@@ -363,14 +364,20 @@ class Supervisor:
         pidfile.remove(self.spec.pid_file)
         # The new state first: a view must not show a dead process as healthy while the orphans
         # die. A respawn this schedules is a later message, handled once they are gone.
-        self._after_exit(why, code, uptime_s=ran)
+        self._after_exit(why, code, uptime_s=ran, failed_start=failed_start)
         if leftovers:
             await asyncio.to_thread(psutil.wait_procs, leftovers, 2)
 
-    def _after_exit(self, why: str, code: int | None, *, uptime_s: float) -> None:
+    def _after_exit(self, why: str, code: int | None, *, uptime_s: float, failed_start: bool = False) -> None:
         """Decide what follows an exit (or a kill for failed probes): stop, fail or back off."""
         step = after_exit(
-            self.spec.restart, self._backoff, why, code, uptime_s=uptime_s, now=time.monotonic()
+            self.spec.restart,
+            self._backoff,
+            why,
+            code,
+            uptime_s=uptime_s,
+            now=time.monotonic(),
+            failed_start=failed_start,
         )
         self._backoff = step.backoff
         if step.action == "stop":

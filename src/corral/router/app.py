@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from corral.errors import ConfigError
 from corral.router import peers, policies
 from corral.router.admin import Admin
-from corral.router.config import RouterSettings
+from corral.router.config import RouterSettings, auth_line, auth_problem, keys_env, parse_keys
 from corral.router.discovery import Discovery
 from corral.router.engine_load import EngineLoad
 from corral.router.health import Health
@@ -186,12 +187,17 @@ class Router:
 
 def api_keys_from_env(name: str) -> frozenset[str]:
     """The comma-separated keys in environment variable ``name`` (empty: no auth)."""
-    return frozenset(k.strip() for k in os.environ.get(name, "").split(",") if k.strip())
+    return parse_keys(os.environ.get(name))
 
 
 async def serve(settings: RouterSettings, worker_index: int | None = None) -> None:
     """Run the router until SIGINT/SIGTERM (``worker_index``: one of ``--workers N``)."""
-    router = Router(settings, api_keys_from_env(settings.api_keys_env))
+    keys = api_keys_from_env(keys_env(settings))
+    router = Router(settings, keys)  # reads [[router.keys]] and the keys file
+    n_keys = len(router.tenants.keyring.by_digest) if router.tenants is not None else 0
+    problem = auth_problem(settings, n_keys)
+    if problem:
+        raise ConfigError(problem)
     limits = settings.limits
     server = Server(
         router.dispatch,
@@ -223,14 +229,15 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.warning(
-        "corral router on %s://%s:%d (policy %s, %d static workers, registry %s)",
+    log.info(
+        "corral router on %s://%s:%d (policy %s, %d static workers, registry %s); %s",
         scheme(bool(settings.tls_cert)),
         settings.host,
         settings.port,
         settings.policy,
         len(settings.workers),
         settings.registry_url or "none",
+        auth_line(settings, n_keys, len(keys)),
     )
     try:
         await stop.wait()
@@ -264,7 +271,8 @@ def run(settings: RouterSettings) -> None:
 
 def run_one(settings: RouterSettings, worker_index: int | None = None) -> None:
     """One router process on uvloop (when available)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # INFO: the start line (address, policy, whether auth is on); the hot path logs nothing.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         import uvloop
 

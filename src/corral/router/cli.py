@@ -26,7 +26,13 @@ def register(app: typer.Typer) -> None:
             help="round_robin | least_outstanding (default) | power_of_two | prefix_affinity.",
         ),
         api_keys_env: str = typer.Option(
-            None, "--api-keys-env", help="Env var with comma-separated API keys [default: CORRAL_API_KEYS]."
+            None,
+            "--api-keys-env",
+            help="Env var with comma-separated client API keys; when given, the router refuses to"
+            " start while it holds none. Not given: CORRAL_API_KEYS is read, and may be unset.",
+        ),
+        allow_no_auth: bool = typer.Option(
+            False, "--allow-no-auth", help="Start even when --api-keys-env holds no key (no auth)."
         ),
         admin_token: str = typer.Option(None, "--admin-token", help="Token for the admin routes."),
         processes: int = typer.Option(
@@ -82,6 +88,7 @@ def register(app: typer.Typer) -> None:
                 "workers": list(worker_url or []),
                 "policy": policy,
                 "api_keys_env": api_keys_env,
+                "allow_no_auth": allow_no_auth or None,
                 "admin_token": admin_token,
                 "processes": processes,
                 "tls_cert": tls_cert,

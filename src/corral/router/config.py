@@ -101,6 +101,9 @@ class Breaker(_Strict):
     cooldown_s: float = Field(default=5.0, gt=0)
 
 
+DEFAULT_KEYS_ENV = "CORRAL_API_KEYS"
+
+
 class RouterSettings(_Strict):
     """Everything the router needs; built from the config file, then flags override."""
 
@@ -118,7 +121,10 @@ class RouterSettings(_Strict):
     workers: list[WorkerSpec] = Field(default_factory=list)
     max_concurrency: dict[str, int] = Field(default_factory=dict)  # per worker URL
     aliases: dict[str, str] = Field(default_factory=dict)
-    api_keys_env: str = "CORRAL_API_KEYS"
+    # None: keys are not required (CORRAL_API_KEYS is still read); set: the router refuses to
+    # start when that variable holds no key, unless allow_no_auth (see auth_problem).
+    api_keys_env: str | None = None
+    allow_no_auth: bool = False
     admin_token: str | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: int = Field(default=3, ge=0)  # extra attempts on other instances
@@ -215,3 +221,55 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any]) -> RouterS
         err = exc.errors()[0]
         field = "router." + ".".join(str(p) for p in err["loc"])
         raise ConfigError(err["msg"], file=file, field=field) from None
+
+
+def parse_keys(value: str | None) -> frozenset[str]:
+    """Comma-separated keys (blanks dropped); None or empty: none."""
+    return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
+
+
+def keys_env(settings: RouterSettings) -> str:
+    """The environment variable the client API keys are read from."""
+    return settings.api_keys_env or DEFAULT_KEYS_ENV
+
+
+def keys_required(settings: RouterSettings) -> str | None:
+    """Where the config asks for client keys (a field path), or None when it does not.
+
+    Only ``api_keys_env`` can come up empty at run time: ``[[router.keys]]`` are in the file,
+    and a ``keys_file`` turns auth on even while it holds no key (every request refused).
+    """
+    return "router.api_keys_env" if settings.api_keys_env else None
+
+
+def auth_on(settings: RouterSettings, n_keys: int) -> bool:
+    """Whether clients need a key: ``n_keys`` (from every source) found, or a keys file."""
+    return bool(n_keys) or settings.keys_file is not None
+
+
+def auth_problem(settings: RouterSettings, n_keys: int) -> str | None:
+    """Why the router must not start: keys are configured but none was found, so auth would
+    be silently off; None when fine. ``n_keys`` counts the keys of every source (environment,
+    ``[[router.keys]]``, keys file). ``allow_no_auth = true`` opts out."""
+    asked = keys_required(settings)
+    if asked is None or auth_on(settings, n_keys) or settings.allow_no_auth:
+        return None
+    return (
+        f"{asked} = {settings.api_keys_env!r} asks for client API keys, but ${settings.api_keys_env}"
+        " is unset or empty, so every request would be let in; export it (comma-separated keys),"
+        " or set [router] allow_no_auth = true to run without keys"
+    )
+
+
+def auth_line(settings: RouterSettings, n_keys: int, n_env: int) -> str:
+    """The start-up log line that says whether clients need a key, and how many there are
+    (``n_env`` of the ``n_keys`` came from the environment variable)."""
+    if auth_on(settings, n_keys):
+        sources = [f"${keys_env(settings)}"] if n_env else []
+        if settings.keys:
+            sources.append("[[router.keys]]")
+        if settings.keys_file:
+            sources.append(f"keys_file {settings.keys_file}")
+        return f"auth on: {n_keys} API key(s) from {', '.join(sources)}"
+    why = "allow_no_auth = true" if settings.allow_no_auth else f"${keys_env(settings)} is not set"
+    return f"auth OFF: any client may call the API ({why})"

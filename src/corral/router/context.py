@@ -14,7 +14,7 @@ _PROMPT_PREFIX = 256
 class RequestContext:
     """What the router knows about one proxied request."""
 
-    __slots__ = ("_key", "body", "cancelled", "key", "request_id", "session_id", "task")
+    __slots__ = ("_key", "body", "cancelled", "key", "rename", "request_id", "session_id", "task")
 
     def __init__(
         self, request_id: str, body: dict[str, Any], session_id: str | None, task: asyncio.Task[Any] | None
@@ -25,6 +25,8 @@ class RequestContext:
         self.task = task
         self.cancelled = False
         self.key: Any = None  # the API key (corral.router.keys.Key) when the router has keys
+        # Asked for an alias: (target, alias) as JSON strings, so the answer names the alias.
+        self.rename: tuple[bytes, bytes] | None = None
         self._key: bytes | None = None
 
     def rid_bytes(self) -> bytes:
@@ -58,3 +60,14 @@ def _key(session_id: str | None, body: dict[str, Any]) -> bytes:
     if isinstance(prompt, str) and prompt:
         return b"p:" + prompt[:_PROMPT_PREFIX].encode()
     return b""
+
+
+def rename_model(data: bytes, rename: tuple[bytes, bytes]) -> bytes:
+    """``data`` (a JSON answer or SSE lines) with ``"model": target`` replaced by the alias the
+    client asked for; a byte search, so the answer is never parsed (the hot path)."""
+    target, alias = rename
+    if target not in data:
+        return data
+    return data.replace(b'"model":' + target, b'"model":' + alias).replace(
+        b'"model": ' + target, b'"model": ' + alias
+    )

@@ -21,7 +21,7 @@ import time
 
 from corral.router import sse
 from corral.router.config import RouterSettings
-from corral.router.context import RequestContext
+from corral.router.context import RequestContext, rename_model
 from corral.router.health import Health
 from corral.router.http import Connection, Reply, Request
 from corral.router.instance import Instance
@@ -192,6 +192,8 @@ class Proxy:
                 head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
         head += b"\r\nContent-Length: %d\r\n" % len(raw)
         ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
+        if target != model:
+            ctx.rename = (json.dumps(target).encode(), json.dumps(model).encode())
         if on_demand:
             assert od is not None
             return await self._route_on_demand(
@@ -456,6 +458,8 @@ class Proxy:
             if status == 200:
                 inst.observe(elapsed)
             self.metrics.request(model, inst.url, status, elapsed)
+            if ctx.rename is not None:
+                data = rename_model(data, ctx.rename)
             extra = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
             if resp.retry_after is not None:
                 extra += b"Retry-After: " + resp.retry_after + b"\r\n"
@@ -493,7 +497,7 @@ class Proxy:
             raise _Attempt(f"{inst.url}: stream ended before the first byte")
         metrics = self.metrics
         rid_line = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
-        sink = _Sink(conn, resp, strip_usage)
+        sink = _Sink(conn, resp, strip_usage, ctx.rename)
         status = resp.status
         started = False
         try:
@@ -615,12 +619,15 @@ class _Sink:
     router asked for, and pauses the backend while the client's buffer is full.
     """
 
-    __slots__ = ("carry", "conn", "resp", "strip_usage", "usage")
+    __slots__ = ("carry", "conn", "rename", "resp", "strip_usage", "usage")
 
-    def __init__(self, conn: Connection, resp: Response, strip_usage: bool) -> None:
+    def __init__(
+        self, conn: Connection, resp: Response, strip_usage: bool, rename: tuple[bytes, bytes] | None = None
+    ) -> None:
         self.conn = conn
         self.resp = resp
         self.strip_usage = strip_usage
+        self.rename = rename
         self.carry = b""
         self.usage: tuple[int, int] | None = None
 
@@ -637,6 +644,8 @@ class _Sink:
                 self.usage = u
                 if self.strip_usage:
                     chunk = sse.strip_usage_event(chunk)
+        if self.rename is not None:
+            chunk = rename_model(chunk, self.rename)
         return chunk
 
     def __call__(self, data: bytes) -> None:

@@ -19,3 +19,6 @@ class RestartPolicy(BaseModel):
     backoff_factor: float = Field(default=2, ge=1)
     backoff_max_s: float = Field(default=60, ge=0)
     stable_after_s: float = Field(default=30, ge=0)
+    # Give up after this many starts in a row that never became ready (an exit, or the start
+    # timeout, before the first ready): a crash loop whatever max_restarts says. None: no limit.
+    max_failed_starts: int | None = Field(default=5, ge=1)

@@ -101,6 +101,12 @@ class SitterSettings(BaseModel):
     )
     max_restarts: int = Field(10000, ge=0, description="Restarts before giving up.")
     restart_delay: float = Field(5.0, ge=0, description="Seconds between a crash and the restart.")
+    max_failed_starts: int = Field(
+        5,
+        ge=1,
+        description="Starts in a row that never became ready before the backend is failed (a crash"
+        " loop, whatever --max-restarts says).",
+    )
     heartbeat_interval: float = Field(30.0, gt=0, description="Registry heartbeat seconds; lease 3x.")
     start_timeout: float | None = Field(
         None, gt=0, description="Seconds to become ready (default: the preset's)."

@@ -75,6 +75,7 @@ def process_spec(cfg: SitterConfig) -> ProcessSpec:
             backoff_factor=1,
             backoff_max_s=cfg.restart_delay,
             stable_after_s=_NEVER_STABLE_S,
+            max_failed_starts=cfg.max_failed_starts,
         ),
         stop_grace_s=10,
     )

@@ -10,6 +10,8 @@ from typing import Any
 from corral.errors import ConfigError
 from corral.sitter.config import build_config
 
+SITTER_MARK = "[sitter] "  # `corral logs NAME --sitter` keeps the lines that start with it
+
 
 def main(
     flags: dict[str, Any],
@@ -23,8 +25,10 @@ def main(
     if not isinstance(level, int):
         raise ConfigError(f"unknown log level {log_level!r}", field="--log-level")
     cfg = build_config(flags, config_file, settings_file)
+    # The sitter's own lines carry SITTER_MARK; its stdout carries the backend's output as is
+    # (see Sitter), so one stream reads as the engine's log with the sitter's lines marked.
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format=f"{SITTER_MARK}%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
 
     from corral.sitter.runner import Sitter

@@ -38,6 +38,13 @@ _HEALTH: dict[str, Any] = {
         "restarts": {"type": "integer"},
         "reason": {"type": ["string", "null"]},
         "last_exit": {"type": ["integer", "null"], "description": "-N: killed by signal N"},
+        "sitter_pid": {"type": "integer"},
+        "started_at": {"type": ["number", "null"], "description": "the backend's start (unix time)"},
+        "last_lines": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "only when failed: the backend's last output lines",
+        },
     },
 }
 

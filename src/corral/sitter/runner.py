@@ -9,8 +9,10 @@ the model watcher, the start-progress logger and the aiohttp.web API. Signal han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import time
@@ -48,7 +50,7 @@ class Sitter:
         self.preset = cfg.preset
         self.spec = process_spec(cfg)
         self.gpu_gate = GpuGate(cfg.gpus, cfg.gpu_release_timeout) if cfg.gpus else None
-        self.supervisor = Supervisor(self.spec, before_restart=self.gpu_gate)
+        self.supervisor = Supervisor(self.spec, before_restart=self.gpu_gate, on_line=_echo)
         self.backend_url = url(probe_host(cfg.host), cfg.port)
         public = advertised_host(cfg)
         self.public_backend_url = url(public, cfg.port)
@@ -75,19 +77,24 @@ class Sitter:
     def health(self) -> dict[str, Any]:
         """The /health body: sitter and backend state, pid, restarts, reason."""
         sup = self.supervisor
-        return {
+        body: dict[str, Any] = {
             "status": "healthy" if sup.state == State.HEALTHY else str(sup.state),
             "sitter": "stopping" if self.stopping.is_set() else "running",
+            "sitter_pid": _own_pid(),
             "backend": str(sup.state),
             "pid": sup.pid,
             "restarts": sup.restarts,
             "reason": sup.reason,
             "last_exit": sup.last_exit,
+            "started_at": sup.started_at if sup.pid else None,
             # Informational: /health stays the process's health (the launcher's liveness probe
             # must not kill a sitter whose backend cannot generate); routers learn it from the
             # registry state (unhealthy, out_reason generation_probe_failed).
             "generation_probe": self.genprobe.status() if self.genprobe else None,
         }
+        if sup.state == State.FAILED:
+            body["last_lines"] = sup.last_lines  # the backend's own last output, for status views
+        return body
 
     def info(self) -> dict[str, Any]:
         """The /info body."""
@@ -326,7 +333,15 @@ class Sitter:
                 )
 
 
-def _own_pid() -> int:
-    import os
+def _echo(line: str) -> None:
+    """The backend's output line on our stdout, so `corral logs`, the launcher's foreground
+    stream and the dashboard show the engine's own words; supervisor notes (``[corral] ...``)
+    are skipped, the sitter's log already has them."""
+    if line.startswith("[corral] "):
+        return
+    with contextlib.suppress(OSError):  # a closed stdout must not stop log capture
+        os.write(1, (line + "\n").encode("utf-8", "replace"))
 
+
+def _own_pid() -> int:
     return os.getpid()
