@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would eat bracketed text ("[default: 127.0.0.1]", "[router]")
+    # and print a value type after switches ("--detach <bool>").
+    rich_markup_mode=None,
 )
 
 # Modules that add commands to `app`, in the order they appear in --help.

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             "--policy",
-            help="round_robin | least_outstanding (default) | power_of_two | prefix_affinity.",
+            help="round_robin | least_outstanding | power_of_two | prefix_affinity [default: least_outstanding].",
         ),
         api_keys_env: str = typer.Option(
             None,

@@ -48,8 +48,8 @@ def _cli_type(field: FieldInfo) -> Any:
 def _help(field: FieldInfo) -> str:
     text = field.description or ""
     default = field.default
-    if default is not PydanticUndefined and default not in (None, [], {}) and "[" not in text:
-        text += f" [{default}]"
+    if default is not PydanticUndefined and default not in (None, [], {}) and "[default:" not in text:
+        text += f" [default: {default}]"  # one way of writing defaults, as typer shows its own
     return text
 
 

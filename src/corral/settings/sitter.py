@@ -34,13 +34,13 @@ class SitterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, description="Service name (default TYPE-PORT).", json_schema_extra=_cli(flags=["-n"])
+        None, description="Service name [default: TYPE-PORT].", json_schema_extra=_cli(flags=["-n"])
     )
     host: str = Field("127.0.0.1", description="Address the backend and the sitter bind.")
     advertise_host: str | None = Field(
         None,
-        description="Address routers on other hosts dial (default: the bind address; bound to 0.0.0.0: "
-        "the address of the route to the registry).",
+        description="Address routers on other hosts dial [default: the bind address; bound to 0.0.0.0:"
+        " the address of the route to the registry].",
     )
     port: int = Field(
         ge=1,
@@ -68,7 +68,7 @@ class SitterSettings(BaseModel):
         json_schema_extra=_cli(cli="csv"),
     )
     health_path: str | None = Field(
-        None, description="Readiness path on the backend (default: the preset's)."
+        None, description="Readiness path on the backend [default: the preset's]."
     )
     max_concurrency: int | None = Field(None, ge=1, description="Published for routers (requests at once).")
     registry_url: str | None = Field(
@@ -109,7 +109,7 @@ class SitterSettings(BaseModel):
     )
     heartbeat_interval: float = Field(30.0, gt=0, description="Registry heartbeat seconds; lease 3x.")
     start_timeout: float | None = Field(
-        None, gt=0, description="Seconds to become ready (default: the preset's)."
+        None, gt=0, description="Seconds to become ready [default: the preset's]."
     )
     state_dir: str | None = Field(
         None,
