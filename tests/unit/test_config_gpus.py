@@ -116,7 +116,8 @@ def test_config_check_prints_the_plan_against_the_inventory(tmp_path: Path) -> N
         env=env,
         timeout=60,
     )
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # a replica will fail placement: `config check` says no
+    assert "1 replica(s) will fail GPU placement" in r.stderr
     assert "1 (70.0 GiB free)" in r.stdout and "refused" in r.stdout
     assert "b-1 will fail" in r.stdout and "10.0 GiB free, 40.0 GiB needed" in r.stdout
     assert "--gpu-release-timeout 30.0" in r.stdout

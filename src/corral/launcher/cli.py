@@ -319,15 +319,20 @@ config_app = typer.Typer(help="Check a config file.", no_args_is_help=True)
 
 @config_app.command("check")
 def config_check(config: str = _CONFIG) -> None:
-    """Validate the config and print the plan: every process, argv, ports, GPUs, start order."""
+    """Validate the config and print the plan: every process, argv, ports, GPUs, start order,
+    and each backend's engine command; exit 1 when `corral up` would refuse or a replica will
+    fail GPU placement (2 on a config error)."""
     from corral.launcher.plan_view import print_plan
     from corral.launcher.preflight import router_auth_problem
 
     plan = _plan(config)
-    print_plan(plan)
+    refused = print_plan(plan)
     problem = router_auth_problem(plan)
     if problem:
         typer.secho(f"error: `corral up` would refuse to start: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    if refused:
+        typer.secho(f"error: {refused} replica(s) will fail GPU placement", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option(
             None,
             "--policy",
-            help="round_robin | least_outstanding | power_of_two | prefix_affinity [default: least_outstanding].",
+            help="round_robin | least_outstanding | power_of_two | prefix_affinity"
+            " [default: least_outstanding].",
         ),
         api_keys_env: str = typer.Option(
             None,
