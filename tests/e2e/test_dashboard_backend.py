@@ -81,3 +81,9 @@ def test_failed_backend_is_red_with_reason_and_last_lines_within_a_second(
                  .textContent.includes("Model path does not exist")"""
     )
     assert card.locator(".restarts").inner_text() == "4"  # the backend's restarts, not the sitter's
+
+    # Every port shows in full: none cut off with an ellipsis.
+    ports = engine.services()["llama-0"]["ports"]
+    shown = card.locator(".ports")
+    assert all(str(p) in shown.inner_text() for p in ports.values()), shown.inner_text()
+    assert shown.evaluate("e => e.scrollWidth <= e.clientWidth"), shown.inner_text()

@@ -120,6 +120,18 @@ def test_status_shows_the_backend_pid_and_restarts_and_the_sitter_apart(
     row = _status(s)["chat-0"]
     assert row["pid"] == after["pid"] and row["restarts"] == 1
 
+    # The launcher dies, its children do not: `status` says so and names them.
+    launcher = s.launcher_pid()
+    assert launcher is not None
+    os.kill(launcher, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(launcher) or psutil.Process(launcher).status() == "zombie")
+    dead = s.run("status")
+    assert dead.returncode == 1
+    assert "still running" in dead.stdout and "corral down" in dead.stdout, dead.stdout
+    assert f"pid {sitter}" in dead.stdout and f"pid {after['pid']}" in dead.stdout
+    left = json.loads(s.run("status", "--json").stdout)
+    assert left["running"] is False and {p["pid"] for p in left["left_running"]} >= {sitter, after["pid"]}
+
 
 def test_logs_show_the_engine_output_with_sitter_lines_marked(tmp_path: Path, stacks: list[Stack]) -> None:
     port = free_port()

@@ -16,6 +16,7 @@ import yaml
 
 from corral.cli import app
 from corral.config.models import RegistrySection, RouterSection
+from corral.router.config import RouterSettings, keys_env
 from corral.sitter.openapi import openapi_document
 from deploy_support import DEPLOY, option, parse_corral
 
@@ -114,7 +115,7 @@ def test_control_plane_agrees_with_corrals_defaults() -> None:
         assert service["port"] == port and _port(c, service["targetPort"]) == port
     assert parse_corral(_container("router")["args"])[1]["registry_url"] == f"http://registry:{registry_port}"
     env = {e["name"] for e in _container("router")["env"]}
-    assert RouterSection().api_keys_env in env
+    assert keys_env(RouterSettings()) in env  # the variable read when api_keys_env is unset
     assert _envvar("registry", "token") in {e["name"] for e in _container("registry")["env"]}
 
 

@@ -108,13 +108,22 @@ def status(
     """Show every process; exit 1 when something that should run is not healthy."""
     from corral.launcher.client import NotRunning
 
+    plan = _plan(config)
     try:
-        services = _client(config).get("/api/services")["services"]
+        from corral.launcher.client import ControlClient
+
+        services = ControlClient.for_plan(plan).get("/api/services")["services"]
     except NotRunning as exc:
+        left = _left_running(plan)
         if as_json:
-            typer.echo(json.dumps({"services": [], "running": False}))
+            typer.echo(json.dumps({"services": [], "running": False, "left_running": left}))
         else:
             typer.echo(str(exc))
+            if left:
+                typer.echo(f"{len(left)} process(es) of an earlier launcher are still running:")
+                for p in left:
+                    typer.echo(f"  {p['name']}  pid {p['pid']}  ({p['pid_file']})")
+                typer.echo("`corral up` adopts them; `corral down` stops them.")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({"services": services, "running": True}, indent=2))
@@ -130,6 +139,21 @@ def status(
     wanted = [s for s in services if s.get("auto_start") or s["state"] != "stopped"]
     if any(s["state"] != "healthy" for s in wanted):
         raise typer.Exit(1)
+
+
+def _left_running(plan: Any) -> list[dict[str, Any]]:
+    """Processes the state dir's pid files name that still run (a launcher gone, its children
+    not): the launcher's processes and the backends their sitters run."""
+    from corral.launcher.down import recorded_pids
+    from corral.launcher.state import StateDir
+    from corral.proc import pidfile
+
+    state = StateDir(plan.state_dir)
+    out = []
+    for path, pid in recorded_pids(state):
+        doc = pidfile.read(path) or {}
+        out.append({"name": doc.get("name") or path.stem, "pid": pid, "pid_file": str(path)})
+    return out
 
 
 def logs(

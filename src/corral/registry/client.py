@@ -39,6 +39,19 @@ class NotRegistered(RegistryError):
     """The registry does not know this instance (404): register it again."""
 
 
+def short_error(exc: BaseException) -> str:
+    """One short phrase for a transport error: ``connection refused`` rather than aiohttp's
+    ``ClientConnectorError(ConnectionKey(host=..., ssl=..., ...), ConnectionRefusedError(...))``."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect ({why.lower()})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
 class RegistryUnavailable(RegistryError):
     """The registry could not be reached, timed out, or answered 5xx."""
 
@@ -171,9 +184,9 @@ class RegistryClient:
                 # A pooled keep-alive connection to a registry that restarted: every call of this
                 # API is idempotent (re-register uses the same id), so one retry is safe.
                 if attempt == 2:
-                    raise RegistryUnavailable(f"registry {base} unreachable: {exc!r}") from exc
+                    raise RegistryUnavailable(f"registry {base} unreachable: {short_error(exc)}") from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise RegistryUnavailable(f"registry {base} unreachable: {exc!r}") from exc
+                raise RegistryUnavailable(f"registry {base} unreachable: {short_error(exc)}") from exc
         if status < 300:
             return json.loads(text) if text else None
         try:
@@ -323,7 +336,12 @@ class RegistryClient:
                             yield event
                 log.info("registry watch stream ended; reconnecting from revision %d", revision)
             except (aiohttp.ClientError, TimeoutError, OSError, RegistryUnavailable, ValueError) as exc:
-                log.info("registry watch %s: %r; reconnecting from revision %d", self.base_url, exc, revision)
+                log.info(
+                    "registry watch %s: %s; reconnecting from revision %d",
+                    self.base_url,
+                    short_error(exc),
+                    revision,
+                )
             attempt += 1
             self._next()  # with several registries, the next try goes to another one
             await asyncio.sleep(backoff(attempt, backoff_initial_s, backoff_max_s))

@@ -119,7 +119,10 @@ class Heartbeater:
                 # registry) is found well within the lease, so the instance is back in rotation
                 # about as fast as its host is back on the network.
                 wait = backoff(failures, 0.1, max(0.1, self.interval_s / 2))
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                # While starting (never registered yet) the registry may still be booting: that
+                # is normal, so one INFO line; a registry lost later is worth a WARNING.
+                first = logging.INFO if self.registrations == 0 else logging.WARNING
+                level = first if failures == 1 else logging.DEBUG
                 log.log(
                     level, "registry heartbeat for %s failed (%s); retrying in %.1fs", self.service, exc, wait
                 )
