@@ -42,7 +42,7 @@ env = {{ MOCK_SECRET = "{SECRET}" }}
     s = Stack(tmp_path, body)
     stacks.append(s)
     s.up()
-    sitter = psutil.Process(s.services()["chat-0"]["pid"])
+    sitter = psutil.Process(s.services()["chat-0"]["sitter"]["pid"])  # the row shows the backend
     argv = sitter.cmdline()
     assert argv[-2] == "--settings" and "--env" not in argv
     settings = Path(argv[-1])
