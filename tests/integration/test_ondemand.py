@@ -88,7 +88,9 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
         for e in s.events({("od-0", "healthy")})
         if e["name"] == "od-0" and e["state"] == "starting" and e["pid"]  # spawned, not waiting
     ]
-    assert len(starts) == 1, starts  # 21 concurrent first requests started the model once
+    # 21 concurrent first requests started the model once: one backend process. (A backend's
+    # events carry its own PID; its sitter's changes while it starts repeat "starting".)
+    assert len({e["pid"] for e in starts}) == 1, starts
     card = _card(router, "od-model")["corral"]
     assert card["state"] == "ready" and card["replicas_ready"] == 1 and card["on_demand"] is True
     backend = _backend_pid(od + 1)

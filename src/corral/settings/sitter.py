@@ -116,7 +116,7 @@ class SitterSettings(BaseModel):
         description="Pid file and backend log directory [default: $XDG_STATE_HOME/corral/sitters/NAME-PORT].",
     )
     service: str | None = Field(
-        None, description="The service label on the sitter's /metrics (default: the name)."
+        None, description="The service label on the sitter's /metrics [default: the name]."
     )
     replica: int = Field(0, ge=0, description="The replica label on the sitter's /metrics.")
     admin_token: str | None = Field(
