@@ -33,7 +33,14 @@ def fleet_router(orch: Orchestrator, dependencies: list[Depends]) -> APIRouter:
     """The routes, behind the control API's auth ``dependencies``."""
     api = APIRouter(prefix="/api", dependencies=dependencies)
 
-    @api.post("/rolling/{target}", tags=["services"])
+    @api.post(
+        "/rolling/{target}",
+        tags=["services"],
+        responses={
+            404: {"description": "No process, service or group by that name"},
+            409: {"description": "A single replica without --force, or another fleet change runs"},
+        },
+    )
     async def rolling_restart(
         target: str, force: bool = Query(False, description="Accept a gap for a single replica.")
     ) -> dict[str, Any]:
@@ -49,7 +56,14 @@ def fleet_router(orch: Orchestrator, dependencies: list[Depends]) -> APIRouter:
             raise HTTPException(409, str(exc)) from None
         return {"ok": True, "target": target, "replicas": [s.as_dict() for s in steps]}
 
-    @api.post("/reload", tags=["services"])
+    @api.post(
+        "/reload",
+        tags=["services"],
+        responses={
+            400: {"description": "The config file is invalid: nothing changed"},
+            409: {"description": "Another fleet change runs"},
+        },
+    )
     async def reload(
         dry_run: bool = Query(False, description="Only say what would change."),
     ) -> dict[str, Any]:
