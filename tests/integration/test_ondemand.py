@@ -29,8 +29,8 @@ def _stack(tmp_path: Path, stacks: list[Stack], idle_s: float = 2.0) -> tuple[St
         f'port = {od}\nstart = "on_demand"\nidle_unload_s = {idle_s}\nargs = ["--itl-ms", "30"]\n'
         '[[backend]]\nname = "bad"\npreset = "mock"\nmodels = ["bad-model"]\n'
         f'port = {bad}\nstart = "on_demand"\ncold_start_timeout_s = 3\n'
-        # A mock that never answers its health check: the model can never become ready.
-        'args = ["--hang-after", "0"]\n'
+        # A mock whose /health says "loading" for ever: the model can never become ready.
+        'args = ["--startup-delay-s", "100000"]\n'
     )
     s = Stack(tmp_path, body)
     stacks.append(s)

@@ -41,6 +41,7 @@ HEARTBEAT_S = 5.0
 POLL_S = 1.0
 DRAIN_TIMEOUT_S = 30.0
 _UP = {State.STARTING, State.HEALTHY, State.UNHEALTHY, State.RESTARTING}
+_STATES = {str(s) for s in State}
 
 
 class WakeRefused(Exception):
@@ -182,8 +183,14 @@ class OnDemandModels:
 
     # -- state -----------------------------------------------------------------------------------
     def _state(self, g: Group) -> tuple[str, int, str | None]:
-        sups = self.orch.sups
-        return group_state(((sups[n].state, sups[n].reason) for n in g.names), g.draining)
+        # The backend's own state as its sitter reports it (a sitter up with a failed engine is
+        # a failed model), falling back to the sitter process's state.
+        pairs = []
+        for n in g.names:
+            st = self.orch.status(n)
+            state = st.get("state")
+            pairs.append((State(state) if state in _STATES else self.orch.sups[n].state, st.get("reason")))
+        return group_state(pairs, g.draining)
 
     def _meta(self, g: Group, ready: int, reason: str | None) -> dict[str, Any]:
         return {
