@@ -74,15 +74,9 @@ class RegistrySection(Strict):
     @field_validator("url", mode="before")
     @classmethod
     def _urls(cls, v: object) -> object:
-        if isinstance(v, list | tuple):
-            v = ",".join(str(u) for u in v)
-        if isinstance(v, str):
-            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
-            for u in urls:
-                if not u.startswith(("http://", "https://")):
-                    raise ValueError(f"must be an http(s) URL, got {u!r}")
-            return ",".join(urls) or None
-        return v
+        from corral.settings.urls import url_list
+
+        return url_list(v)
 
     @model_validator(mode="after")
     def _remote_or_local(self) -> RegistrySection:

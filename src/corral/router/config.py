@@ -156,15 +156,9 @@ class RouterSettings(_Strict):
     @field_validator("registry_url", mode="before")
     @classmethod
     def _registry_urls(cls, v: Any) -> Any:
-        if isinstance(v, list | tuple):
-            v = ",".join(str(u) for u in v)
-        if isinstance(v, str):
-            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
-            for u in urls:
-                if not u.startswith(("http://", "https://")):
-                    raise ValueError(f"registry URL {u!r} must start with http:// or https://")
-            return ",".join(urls) or None
-        return v
+        from corral.settings.urls import url_list
+
+        return url_list(v)
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -189,15 +189,9 @@ class SitterSettings(BaseModel):
     @classmethod
     def _registry_urls(cls, v: Any) -> Any:
         """Several registries (sharing one Redis) as a list or ``a,b``; kept as ``a,b``."""
-        if isinstance(v, list | tuple):
-            v = ",".join(str(u) for u in v)
-        if isinstance(v, str):
-            urls = [u.strip().rstrip("/") for u in v.split(",") if u.strip()]
-            for u in urls:
-                if not u.startswith(("http://", "https://")):
-                    raise ValueError(f"must be an http(s) URL, got {u!r}")
-            return ",".join(urls) or None
-        return v
+        from corral.settings.urls import url_list
+
+        return url_list(v)
 
     @field_validator("router_url")
     @classmethod
