@@ -81,8 +81,7 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
         answers = list(ex.map(ask, range(20)))
     cold = time.monotonic() - t0
     assert len(answers) == 20 and all(answers)
-    svc = s.services()["od-0"]
-    assert svc["state"] == "healthy"
+    wait_until(lambda: s.services()["od-0"]["state"] == "healthy", 15, what="od-0 healthy")
     starts = [
         e
         for e in s.events({("od-0", "healthy")})
@@ -107,7 +106,7 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
 
     # The next request wakes it again.
     assert ask(99)
-    assert s.services()["od-0"]["state"] == "healthy"
+    wait_until(lambda: s.services()["od-0"]["state"] == "healthy", 15, what="od-0 healthy again")
     assert cold < 60
 
 

@@ -48,10 +48,14 @@ def test_waking_evicts_the_idle_model_or_refuses_naming_the_holders(
         return r.choices[0].message.content or ""
 
     assert ask("a-model")  # 40 GiB free: a (30) fits
-    assert s.services()["a-0"]["state"] == "healthy"
+    # The launcher's view follows the sitter's /health a poll later than the router's.
+    wait_until(lambda: s.services()["a-0"]["state"] == "healthy", 15, what="a-0 healthy")
     assert ask("b-model")  # 10 GiB free: the idle a is unloaded first
-    svc = s.services()
-    assert svc["b-0"]["state"] == "healthy" and svc["a-0"]["state"] == "stopped"
+    wait_until(
+        lambda: (svc := s.services())["b-0"]["state"] == "healthy" and svc["a-0"]["state"] == "stopped",
+        15,
+        what="b-0 healthy and a-0 stopped",
+    )
 
     with pytest.raises(openai.APIStatusError) as info:
         ask("big-model")  # 50 needed; even with b gone only 40 would be free
