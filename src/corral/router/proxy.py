@@ -30,6 +30,7 @@ from corral.router.metrics import UNKNOWN_MODEL, Metrics
 from corral.router.ondemand import ModelEntry, ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
+from corral.router.sink import Sink
 from corral.router.tenants import Tenants
 from corral.router.upstream import (
     ConnectError,
@@ -482,7 +483,7 @@ class Proxy:
         """Relay an SSE answer; the response head goes out with the first upstream bytes.
 
         After the first piece, pieces go from the upstream parser's callback straight to the
-        client's transport (``_Sink``): no task switch and no ``await`` per chunk.
+        client's transport (``Sink``): no task switch and no ``await`` per chunk.
         """
         # Wait for the first bytes before answering: until then a dead backend can still be retried.
         try:
@@ -497,7 +498,7 @@ class Proxy:
             raise _Attempt(f"{inst.url}: stream ended before the first byte")
         metrics = self.metrics
         rid_line = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
-        sink = _Sink(conn, resp, strip_usage, ctx.rename)
+        sink = Sink(conn, resp, strip_usage, ctx.rename)
         status = resp.status
         started = False
         try:
@@ -609,51 +610,3 @@ class Proxy:
                 ctx.task.cancel()
                 n += 1
         return n
-
-
-class _Sink:
-    """Takes upstream SSE bytes as they are parsed and writes them to the client at once.
-
-    Cuts on line boundaries (a partial line waits in ``carry`` for the rest, so an event is
-    never split), finds the usage with one byte search per piece, strips the usage event the
-    router asked for, and pauses the backend while the client's buffer is full.
-    """
-
-    __slots__ = ("carry", "conn", "rename", "resp", "strip_usage", "usage")
-
-    def __init__(
-        self, conn: Connection, resp: Response, strip_usage: bool, rename: tuple[bytes, bytes] | None = None
-    ) -> None:
-        self.conn = conn
-        self.resp = resp
-        self.strip_usage = strip_usage
-        self.rename = rename
-        self.carry = b""
-        self.usage: tuple[int, int] | None = None
-
-    def cut(self, chunk: bytes) -> bytes:
-        """The complete lines of ``carry + chunk`` (usage noted, and stripped when ours)."""
-        if self.carry:
-            chunk, self.carry = self.carry + chunk, b""
-        if not chunk.endswith(b"\n"):
-            cut = chunk.rfind(b"\n") + 1
-            chunk, self.carry = chunk[:cut], chunk[cut:]
-        if b'"usage"' in chunk:
-            u = sse.usage_at(chunk)
-            if u is not None:
-                self.usage = u
-                if self.strip_usage:
-                    chunk = sse.strip_usage_event(chunk)
-        if self.rename is not None:
-            chunk = rename_model(chunk, self.rename)
-        return chunk
-
-    def __call__(self, data: bytes) -> None:
-        conn = self.conn
-        chunk = self.cut(data)
-        if not chunk or conn.closed:
-            return  # a client that left is noticed by the server, which cancels the handler
-        conn.stream_write(chunk)
-        if conn.paused:
-            self.resp.pause()
-            conn.on_resume = self.resp.resume
