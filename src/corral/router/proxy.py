@@ -20,14 +20,16 @@ import random
 import time
 
 from corral.router import sse
+from corral.router.admission import Admission
 from corral.router.config import RouterSettings
 from corral.router.context import RequestContext, rename_model
 from corral.router.health import Health
 from corral.router.http import Connection, Reply, Request
+from corral.router.inflight import InFlight
 from corral.router.instance import Instance
 from corral.router.keys import Key
 from corral.router.metrics import UNKNOWN_MODEL, Metrics
-from corral.router.ondemand import ModelEntry, ModelUnavailable, OnDemand
+from corral.router.ondemand import ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
 from corral.router.sink import Sink
@@ -75,7 +77,7 @@ class _Final(Exception):
     """A watchdog timeout that must not be retried (``retry_on_timeout = false``)."""
 
 
-class Proxy:
+class Proxy(Admission):
     """Routes requests; owns the table of requests in flight (for cancel)."""
 
     def __init__(
@@ -97,8 +99,8 @@ class Proxy:
         self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
         # In flight by request id. Clients choose ids: a second request with an id already in
         # flight waits in _same_id (rare) instead of replacing the first one's entry.
-        self.inflight: dict[str, RequestContext] = {}
-        self._same_id: dict[str, list[RequestContext]] = {}
+        self.requests = InFlight()
+        self._track, self._untrack = self.requests.track, self.requests.untrack
         self.shutting_down = False
         self.ondemand: OnDemand | None = None  # set by the Router when it follows a registry
         self._ids = itertools.count(1)
@@ -207,86 +209,6 @@ class Proxy:
             finally:
                 self._untrack(rid, ctx)
         return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
-
-    async def _route_on_demand(
-        self,
-        od: OnDemand,
-        key: Key | None,
-        conn: Connection,
-        ctx: RequestContext,
-        model: str,
-        raw: bytes,
-        head: bytes,
-        stream: bool,
-        strip_usage: bool,
-        t0: float,
-        admitted: bool,
-    ) -> Reply | None:
-        """Route a request for an on-demand model, counted in flight so idle unload waits for it."""
-        entry: ModelEntry | None = od.started(model)
-        try:
-            if key is None:
-                self._track(ctx.request_id, ctx)
-                try:
-                    return await self._route(conn, ctx, model, raw, head, stream, strip_usage, t0)
-                finally:
-                    self._untrack(ctx.request_id, ctx)
-            args = (conn, ctx, model, raw, head, stream, strip_usage, t0, admitted)
-            return await self._route_keyed(key, *args)
-        finally:
-            if entry is not None:
-                OnDemand.ended(entry)
-
-    async def _admit(self, key: Key, rid: str) -> Reply | None:
-        """None when the key's rate and concurrency limits let this request in; else the 429."""
-        tenants = self.tenants
-        assert tenants is not None
-        refusal = tenants.limits.admit_local(key)
-        if refusal is None and tenants.limits.shared and (key.rpm or key.tpm):
-            refusal = await tenants.limits.admit_shared(key)
-        if refusal is None:
-            return None
-        self.metrics.refused(key.name, refusal.code)
-        return error(429, refusal.message, rid, refusal.code, refusal.retry_after)
-
-    async def _route_keyed(
-        self,
-        key: Key,
-        conn: Connection,
-        ctx: RequestContext,
-        target: str,
-        raw: bytes,
-        head: bytes,
-        stream: bool,
-        strip_usage: bool,
-        t0: float,
-        admitted: bool = False,
-    ) -> Reply | None:
-        """Admit by the key's limits (unless already ``admitted``), count it in flight for the
-        key, then route."""
-        rid = ctx.request_id
-        if key.limited and not admitted:
-            refused = await self._admit(key, rid)
-            if refused is not None:
-                return refused
-        ctx.key = key
-        state = key.state
-        state.in_flight += 1
-        self._track(rid, ctx)
-        try:
-            return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
-        finally:
-            state.in_flight -= 1
-            self._untrack(rid, ctx)
-
-    def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
-        """403 naming the models this key may use."""
-        assert self.tenants is not None
-        allowed = self.tenants.allowed_models(key, self.pool.model_names(), self.pool.aliases)
-        names = ", ".join(allowed) or "none served now (patterns: " + ", ".join(key.patterns) + ")"
-        self.metrics.refused(key.name, "model_not_allowed")
-        message = f"key {key.name!r} may not use model {model!r}; it may use: {names}"
-        return error(403, message, rid, "model_not_allowed")
 
     async def _route(
         self,
@@ -556,57 +478,18 @@ class Proxy:
         assert self.tenants is not None and ctx.key is not None
         self.tenants.record(ctx.request_id, ctx.key, model, usage[0], usage[1])
 
-    # -- requests in flight -----------------------------------------------------------------
-    def _track(self, rid: str, ctx: RequestContext) -> None:
-        if rid in self.inflight:
-            self._same_id.setdefault(rid, []).append(ctx)  # a client reused an id: keep both
-        else:
-            self.inflight[rid] = ctx
-
-    def _untrack(self, rid: str, ctx: RequestContext) -> None:
-        if self.inflight.get(rid) is ctx:
-            del self.inflight[rid]
-            if self._same_id:
-                later = self._same_id.get(rid)
-                if later:
-                    self.inflight[rid] = later.pop(0)
-                    if not later:
-                        del self._same_id[rid]
-            return
-        later = self._same_id.get(rid)
-        if later and ctx in later:
-            later.remove(ctx)
-            if not later:
-                del self._same_id[rid]
-
+    # -- requests in flight (corral.router.inflight) -----------------------------------------
     def in_flight(self) -> int:
         """How many proxied requests are in flight."""
-        return len(self.inflight) + sum(len(v) for v in self._same_id.values())
+        return self.requests.count()
 
     def cancel(self, request_id: str, owner: str | None = None) -> bool:
-        """Abort every in-flight request with this id; False when there is none.
-
-        With keys, ``owner`` is the caller's key name: a key cancels only its own requests.
-        """
-        done = False
-        for ctx in (self.inflight.get(request_id), *self._same_id.get(request_id, ())):
-            if ctx is None or ctx.task is None or ctx.task.done():
-                continue
-            if owner is not None and (ctx.key is None or ctx.key.name != owner):
-                continue
-            ctx.cancelled = True
-            ctx.task.cancel()
-            done = True
-        return done
+        """Abort every in-flight request with this id (with keys, only ``owner``'s); False when
+        there is none."""
+        return self.requests.cancel(request_id, owner)
 
     def abort_all(self) -> int:
         """Shutdown past the drain timeout: end every request in flight (streams get an SSE
         error event, others a 503). Returns how many were aborted."""
         self.shutting_down = True
-        n = 0
-        for ctx in [*self.inflight.values(), *(c for v in self._same_id.values() for c in v)]:
-            if ctx.task is not None and not ctx.task.done():
-                ctx.cancelled = True
-                ctx.task.cancel()
-                n += 1
-        return n
+        return self.requests.cancel_all()
