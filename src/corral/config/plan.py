@@ -10,16 +10,13 @@ import glob
 import os
 import re
 import sys
-from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 from pydantic import ValidationError
 
 from corral.config.gpus import GpuPlanner, GpuShortage, Placement, candidate_inventory
 from corral.config.graph import check_acyclic, start_order
-from corral.config.load import router_table
 from corral.config.models import (
     RESERVED_NAMES,
     BackendConfig,
@@ -28,6 +25,7 @@ from corral.config.models import (
     ServiceConfig,
 )
 from corral.config.plan_models import Kind, Plan, ProcessPlan
+from corral.config.router_file import router_file_table
 from corral.errors import ConfigError
 from corral.gpu.placement import gpu_env
 from corral.settings import Probe, SitterSettings
@@ -184,7 +182,7 @@ class _Builder:
             argv += ["--config", router_toml]  # api_keys_env and allow_no_auth are in the file
             if self.registry_url:
                 argv += ["--registry-url", self.registry_url]
-            table = self._router_file_table()
+            table = router_file_table(self.c, self.base, self.local_registry)
             self._corral_server("router", argv, rt.port, self._needs_registry())
             # The router wakes on-demand models on the control API with the control token.
             control = self.control_token()
@@ -199,27 +197,6 @@ class _Builder:
                     "stop_grace_s": drain + 5,
                 }
             )
-
-    def _router_file_table(self) -> dict[str, Any]:
-        """``[router]`` as the router's file holds it: paths made absolute (they are relative to
-        corral.toml, the router reads its file from the state dir), key expiries as ISO text, and
-        rate limits shared through the registry's Redis when the registry runs on one."""
-        skip = ("host", "port", "registry_url")
-        table = {k: v for k, v in router_table(self.c).items() if k not in skip}
-        for name in ("keys_file", "usage_log"):
-            if isinstance(table.get(name), str):
-                table[name] = str((self.base / table[name]).resolve())
-        if isinstance(table.get("keys"), list):
-            table["keys"] = [
-                {k: v.isoformat() if isinstance(v, date | datetime | time) else v for k, v in entry.items()}
-                if isinstance(entry, dict)
-                else entry
-                for entry in table["keys"]
-            ]
-        store = self.c.registry.store
-        if self.local_registry and store.startswith(("redis://", "rediss://", "unix://")):
-            table.setdefault("limits_store", store)
-        return table
 
     def control_token(self) -> str | None:
         """The control API's token (dashboard, then corral table, then $CORRAL_TOKEN)."""
