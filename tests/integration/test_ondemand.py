@@ -56,7 +56,12 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
     s, router, od = _stack(tmp_path, stacks)
     client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=60)
     wait_until(lambda: "od-model" in [m.id for m in client.models.list().data], 20, what="od-model listed")
-    assert s.services()["od-0"]["state"] == "stopped"
+    # Its sitter is up from the start with the engine parked: a wake pays the engine's start only.
+    up = lambda: (s.services()["od-0"].get("sitter") or {}).get("state") == "healthy"  # noqa: E731
+    wait_until(up, 30, what="the parked sitter up")
+    view = s.services()["od-0"]
+    assert view["state"] == "stopped" and view["parked"] is True and view["pid"] is None
+    sitter = view["sitter"]["pid"]
     assert _card(router, "od-model")["corral"]["state"] == "stopped"
 
     def ask(i: int) -> str:
@@ -97,9 +102,11 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
     rest = list(chunks)  # the whole stream arrives: nothing stopped it
     assert first.choices and rest[-1].choices[0].finish_reason == "length"
 
-    # No request for idle_unload_s: drained and stopped, the processes gone.
+    # No request for idle_unload_s: drained and the engine stopped (its process gone); the
+    # sitter stays, parked.
     wait_until(lambda: s.services()["od-0"]["state"] == "stopped", 30, what="idle unload")
     wait_until(lambda: not psutil.pid_exists(backend), 10, what="backend gone")
+    assert s.services()["od-0"]["parked"] is True and psutil.pid_exists(sitter)
     wait_until(lambda: _card(router, "od-model")["corral"]["state"] == "stopped", 10, what="stopped state")
     metrics = httpx.get(f"http://127.0.0.1:{router}/metrics", timeout=5).text
     assert 'corral_model_state{model="od-model",state="stopped"} 1.0' in metrics
@@ -107,6 +114,7 @@ def test_first_requests_wake_the_model_once_then_idle_unload_and_wake_again(
     # The next request wakes it again.
     assert ask(99)
     wait_until(lambda: s.services()["od-0"]["state"] == "healthy", 15, what="od-0 healthy again")
+    assert s.services()["od-0"]["sitter"]["pid"] == sitter and s.services()["od-0"]["parked"] is False
     assert cold < 60
 
 

@@ -294,3 +294,28 @@ def test_router_token_is_sent_as_bearer_to_a_router_with_an_admin_token(
     assert sitter.wait(timeout=30) == 0
     assert worker not in urls()
     assert "rt0k" not in (tmp_path / f"sitter-{port}.log").read_text()
+
+
+def test_a_parked_sitter_registers_its_backend_only_once_started(procs: CorralProcs, tmp_path: Path) -> None:
+    # An on-demand replica: the sitter is up, its engine is not, and no router may list the model
+    # until the launcher's entry (which knows how to wake it) does; POST /start is the wake.
+    registry, _ = start_registry(procs, tmp_path)
+    port = free_port()
+    start_sitter(procs, tmp_path, port, "--registry-url", registry, "--heartbeat-interval", "5", "--park")
+    with httpx.Client() as c:
+        wait_until(lambda: "sitter" in instances(c, registry), 30, what="the sitter registered")
+        health = sitter_health(port)
+        assert health["backend"] == "stopped" and health["pid"] is None and health["sitter"] == "running"
+        assert "backend" not in instances(c, registry)
+        assert _mock_backends(port) == []
+        r = httpx.post(f"http://127.0.0.1:{port + 1}/start", timeout=30)
+        assert r.status_code == 200 and r.json()["backend"] in ("starting", "healthy")
+        wait_until(
+            lambda: instances(c, registry).get("backend", {}).get("state") == "healthy", 30, what="registered"
+        )
+        # Parked again: the backend's tree is gone, the sitter and its registration stay.
+        pid = sitter_health(port)["pid"]
+        r = httpx.post(f"http://127.0.0.1:{port + 1}/stop", timeout=30)
+        assert r.status_code == 200 and r.json()["backend"] == "stopped"
+        assert not psutil.pid_exists(pid)
+        wait_until(lambda: instances(c, registry)["backend"]["state"] == "stopped", 10, what="stopped state")

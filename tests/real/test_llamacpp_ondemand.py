@@ -59,13 +59,18 @@ def test_gemma_on_demand_cold_warm_unload_and_wake_again(od_fleet: Fleet) -> Non
 
     cold = _ask(client)
     warm = min(_ask(client) for _ in range(3))
-    pid = httpx.get(f"http://127.0.0.1:{f.replica_port(0) + 1}/health", timeout=5).json()["pid"]
+    health = httpx.get(f"http://127.0.0.1:{f.replica_port(0) + 1}/health", timeout=5).json()
+    pid, sitter = health["pid"], health["sitter_pid"]
     assert pid and psutil.pid_exists(pid)
     print(f"\ngemma on demand: cold first request {cold:.2f} s, warm {warm:.2f} s")
 
     wait_until(lambda: _state(f) == "stopped", IDLE_S + 60, what="idle unload")
     wait_until(lambda: not psutil.pid_exists(pid), 30, what="llama.cpp process gone")
 
+    assert psutil.pid_exists(sitter)  # parked: the engine went, its sitter stays for the next wake
     again = _ask(client)
     assert _state(f) == "ready"
+    health = httpx.get(f"http://127.0.0.1:{f.replica_port(0) + 1}/health", timeout=5).json()
+    assert health["sitter_pid"] == sitter and health["pid"] != pid
+    print(f"gemma wake overhead beyond llama.cpp's own start: {(again - health['ready_s']) * 1000:.0f} ms")
     print(f"gemma woken again: {again:.2f} s")

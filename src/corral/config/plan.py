@@ -49,6 +49,11 @@ def fill(text: str, ctx: dict[str, str], *, file: str, field: str) -> str:
     return _PLACEHOLDER.sub(one, text)
 
 
+def parks_at_start(start: str, replica: int, keep_warm: int) -> bool:
+    """Whether a replica's sitter starts with its engine parked: on demand, beyond keep_warm."""
+    return start == "on_demand" and replica >= keep_warm
+
+
 def _http_probe(url: str, ready: bool) -> Probe:
     period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
     return Probe(http=url, period_s=period, timeout_s=2, failure_threshold=3)
@@ -308,6 +313,7 @@ class _Builder:
             "advertise_host": self.c.corral.advertise_host,
             "ca": self.c.corral.ca,
             "generation_probe": b.generation_probe,
+            "park": parks_at_start(b.start, i, b.keep_warm) or None,
         }
         try:
             settings = SitterSettings.model_validate({k: v for k, v in given.items() if v is not None})
@@ -342,14 +348,19 @@ class _Builder:
             url=f"http://{self.host}:{port}",
             # The sitter answers /health 200 only while its backend is healthy; a backend that
             # restarts must not get its sitter killed, so liveness only checks the sitter is up.
-            readiness=_http_probe(f"{sitter_url}/health", ready=True),
+            # A parked sitter (on demand, beyond keep_warm) is ready once it answers: its engine
+            # starts when the model is woken (launcher/ondemand.py).
+            readiness=_http_probe(
+                f"{sitter_url}/info" if parks_at_start(b.start, i, b.keep_warm) else f"{sitter_url}/health",
+                ready=True,
+            ),
             liveness=Probe(tcp=f"{self.host}:{port + 1}", period_s=_LIVE_PERIOD_S),
             depends_on=[*self._needs_registry(), *b.depends_on],
             gpus=gpus,
             models=models,
             token=b.admin_token,
-            # An on-demand model starts its keep_warm replicas only; the router wakes the rest.
-            auto_start=b.auto_start and (b.start == "always" or i < b.keep_warm),
+            # An on-demand model's replicas beyond keep_warm start parked; the router wakes them.
+            auto_start=b.auto_start,
             start=b.start,
             keep_warm=b.keep_warm,
             idle_unload_s=(b.idle_unload_s or 600.0) if b.start == "on_demand" else None,

@@ -71,7 +71,8 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
     async def act(names: list[str], action: Action) -> dict[str, Any]:
         if action == "start":
             for n in names:
-                orch.start(n)
+                if not await orch.ondemand.start_process(n):  # a parked engine: unpark it
+                    orch.start(n)
         elif action == "stop":
             await orch.stop(names)
         else:

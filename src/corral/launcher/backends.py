@@ -132,6 +132,12 @@ class BackendWatch:
         if ev is not None:
             ev.set()
 
+    def put(self, name: str, got: BackendStatus) -> None:
+        """An answer that came another way (an admin call's reply): take it now, and poll soon."""
+        if name in self.urls:
+            self._set(name, got)
+            self.poke(name)
+
     def get(self, name: str) -> BackendStatus | None:
         """The last answer of ``name``'s sitter while its process runs."""
         got = self.status.get(name)

@@ -110,7 +110,8 @@ def spawn_daemon(plan: Plan, config_file: str) -> subprocess.Popen[bytes]:
 
 
 def _wanted(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for s in services if s.get("auto_start") or s["state"] != "stopped"]
+    # A parked on-demand replica starts with its model's first request, not with `up`.
+    return [s for s in services if (s.get("auto_start") or s["state"] != "stopped") and not s.get("parked")]
 
 
 def wait_healthy(

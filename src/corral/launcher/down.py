@@ -51,7 +51,10 @@ def down(plan: Plan, timeout: float = 60.0) -> str:
         return _down_without_launcher(state)
     client = ControlClient.for_plan(plan)
     services = client.get("/api/services")["services"]
-    tracked = _trees([s["pid"] for s in services if s.get("pid")] + [pid for _, pid in recorded_pids(state)])
+    # A sitter's view shows its backend's PID; a parked one has none, but its sitter runs.
+    pids = [pid for s in services for pid in (s.get("pid"), (s.get("sitter") or {}).get("pid")) if pid]
+    running = sum(1 for s in services if s.get("pid") or (s.get("sitter") or {}).get("pid"))
+    tracked = _trees(pids + [pid for _, pid in recorded_pids(state)])
     launcher = psutil.Process(info["pid"])
     client.post("/api/shutdown")
     try:
@@ -62,7 +65,7 @@ def down(plan: Plan, timeout: float = 60.0) -> str:
     for p in survivors:
         kill_now(p.pid)
     note = f"; killed {len(survivors)} leftover process(es)" if survivors else ""
-    return f"stopped {sum(1 for s in services if s.get('pid'))} process(es) and the launcher{note}"
+    return f"stopped {running} process(es) and the launcher{note}"
 
 
 def _down_without_launcher(state: StateDir) -> str:

@@ -13,8 +13,9 @@ Idle unload: every second the launcher reads the router's ``GET /admin/models`` 
 requests in flight and held, seconds since the last one ended). A model idle for
 ``idle_unload_s`` is marked ``draining`` (the router then holds new requests instead of sending
 them), and once the router reports that state with nothing in flight its replicas beyond
-``keep_warm`` stop. A wake during the drain cancels the unload. The decision is the pure
-:func:`idle_to_unload`.
+``keep_warm`` are parked: their engines stop, their sitters stay up (``corral.launcher.parking``),
+so the next wake pays the engine's start and nothing else. A wake during the drain cancels the
+unload. The decision is the pure :func:`idle_to_unload`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from corral.config.plan import parks_at_start
 from corral.launcher.gpu_budget import Holder, Verdict, choose_evictions
+from corral.launcher.parking import Parking
 from corral.proc.events import State
 
 if TYPE_CHECKING:
@@ -125,6 +128,12 @@ class OnDemandModels:
         self.beats: dict[str, Heartbeater] = {}
         self._client: RegistryClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._waking: set[asyncio.Task[None]] = set()  # sitters starting, to unpark once up
+        self.parking = Parking()
+        # Replicas whose sitter starts with the engine parked (beyond keep_warm): config/plan.py.
+        procs = [p for g in self.groups.values() for p in g.procs]
+        self.park_at_start = {p.name for p in procs if parks_at_start(p.start, p.replica, p.keep_warm)}
+        self.parking.parked |= self.park_at_start
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._evicting: dict[str, asyncio.Task[None]] = {}
         self.states: dict[str, str] = {}
@@ -170,13 +179,14 @@ class OnDemandModels:
 
     async def close(self, deregister: bool = True) -> None:
         """Stop the loops and heartbeats (deregistering the entries unless told not to)."""
-        tasks = [*self._tasks, *self._unloading.values(), *self._evicting.values()]
+        tasks = [*self._tasks, *self._unloading.values(), *self._evicting.values(), *self._waking]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(hb.stop(deregister=deregister) for hb in self.beats.values()))
         if self._session is not None:
             await self._session.close()
+        await self.parking.close()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.close()
@@ -187,6 +197,9 @@ class OnDemandModels:
         # a failed model), falling back to the sitter process's state.
         pairs = []
         for n in g.names:
+            if self.parked(n):  # a sitter up (or starting) with its engine parked
+                pairs.append((State.STOPPED, None))
+                continue
             st = self.orch.status(n)
             state = st.get("state")
             pairs.append((State(state) if state in _STATES else self.orch.sups[n].state, st.get("reason")))
@@ -277,19 +290,81 @@ class OnDemandModels:
                 log.info("unloading %s to make room on the GPUs for %s", ", ".join(verdict.evict), g.entry)
                 self._evicting[g.entry] = asyncio.create_task(self._evict_then_start(g, verdict.evict))
             else:
-                self._start_replicas(g)
+                await self._start_replicas(g)
         self.publish(g)
         return {"entry": g.entry, "state": self.states.get(g.entry), "generation": g.generation}
 
-    def _start_replicas(self, g: Group) -> None:
+    async def _start_replicas(self, g: Group) -> None:
+        """Start every replica whose engine is not up: unpark it where its sitter runs (the
+        engine's start only), start the sitter where it does not."""
+        parked = [n for n in g.names if self.orch.sups[n].state in _UP and not self.engine_up(n)]
         for n in g.names:
             if self.orch.sups[n].state not in _UP:
                 self.orch.start(n)
+                if n in self.park_at_start:  # it comes up parked: start its engine once it answers
+                    task = asyncio.create_task(self._unpark_when_up(n, g.cold_start_timeout_s))
+                    self._waking.add(task)
+                    task.add_done_callback(self._waking.discard)
+                else:
+                    self.parking.parked.discard(n)
+        await asyncio.gather(*(self._unpark(n) for n in parked))
+
+    async def _unpark_when_up(self, name: str, timeout_s: float) -> None:
+        try:
+            state = await self.orch.sups[name].wait_for(State.HEALTHY, State.FAILED, timeout=timeout_s)
+        except TimeoutError as exc:
+            log.warning("%s", exc)
+            return
+        if state == State.HEALTHY:
+            await self._unpark(name)
+
+    def engine_up(self, name: str) -> bool:
+        """Whether ``name``'s engine runs or is on its way (its sitter may run with it parked)."""
+        if self.orch.sups[name].state not in _UP:
+            return False
+        st = self.orch.backends.get(name)
+        if st is None:
+            return name not in self.parking.parked
+        return st.state not in ("stopped", "failed")
+
+    def parked(self, name: str) -> bool:
+        """Whether ``name``'s engine is stopped on purpose (idle unload, or not woken yet)."""
+        return (name in self.parking.parked or name in self.park_at_start) and not self.engine_up(name)
+
+    async def start_process(self, name: str) -> bool:
+        """Unpark ``name`` when it is a parked on-demand replica (an operator's start); False
+        when it is not one (start it the usual way)."""
+        if not self.parked(name):
+            return False
+        await self._unpark(name)
+        return True
+
+    async def _unpark(self, name: str) -> None:
+        self.parking.parked.discard(name)
+        got = await self.parking.call(self.orch.backends.urls[name], "start", self._token(name))
+        if isinstance(got, str):
+            log.warning("could not start the engine of %s through its sitter (%s); restarting it", name, got)
+            await self.orch.restart([name])
+        else:
+            self.orch.backends.put(name, got)
+
+    def _token(self, name: str) -> str | None:
+        p = self.orch.plan.get(name)
+        return p.token if p is not None else None
+
+    async def _park(self, name: str) -> None:
+        got = await self.parking.call(self.orch.backends.urls[name], "stop", self._token(name))
+        if isinstance(got, str):
+            log.warning("could not stop the engine of %s through its sitter (%s); stopping it", name, got)
+            await self.orch.stop([name])
+        else:
+            self.parking.parked.add(name)
+            self.orch.backends.put(name, got)
 
     async def _evict_then_start(self, g: Group, evict: list[str]) -> None:
         try:
             await asyncio.gather(*(self._unload(self.groups[e], everything=True) for e in evict))
-            self._start_replicas(g)
+            await self._start_replicas(g)
         finally:
             self._evicting.pop(g.entry, None)
             self.publish(g)
@@ -302,7 +377,7 @@ class OnDemandModels:
 
         need: dict[int, int] = {}
         for p in g.procs:
-            if p.gpu_memory_gb and self.orch.sups[p.name].state not in _UP:
+            if p.gpu_memory_gb and not self.engine_up(p.name):
                 for i in p.gpus:
                     need[i] = need.get(i, 0) + int(p.gpu_memory_gb * GIB)
         if not need:
@@ -320,7 +395,7 @@ class OnDemandModels:
         group_of = {p.name: grp for grp in self.groups.values() for p in grp.procs}
         merged: dict[str, dict[int, int]] = {}
         for p in self.plan.processes:
-            if self.orch.sups[p.name].state not in _UP:
+            if not self.engine_up(p.name):
                 continue
             usage = att.services.get(p.name)
             measured = usage.memory_by_gpu if usage is not None else {}
@@ -372,7 +447,7 @@ class OnDemandModels:
                 if any((activity.get(m) or {}).get("in_flight") for m in g.models):
                     g.last_used = time.monotonic()
             for g in idle_to_unload(self.groups.values(), self.states, activity):
-                up = [n for n in g.names[g.keep_warm :] if self.orch.sups[n].state in _UP]
+                up = [n for n in g.names[g.keep_warm :] if self.engine_up(n)]
                 if up and g.entry not in self._unloading and g.entry not in self._evicting:
                     self._unloading[g.entry] = asyncio.create_task(self._unload(g))
 
@@ -393,7 +468,9 @@ class OnDemandModels:
                 await asyncio.sleep(0.05)
             keep = 0 if everything else g.keep_warm
             log.info("unloading on-demand model %s (keeping %d replicas)", g.entry, keep)
-            await self.orch.stop(g.names[keep:])
+            up = [n for n in g.names[keep:] if self.engine_up(n)]
+            await asyncio.gather(*(self._park(n) for n in up if n in self.orch.backends.urls))
+            await self.orch.stop([n for n in up if n not in self.orch.backends.urls])
         finally:
             g.draining = False
             self._unloading.pop(g.entry, None)

@@ -150,7 +150,10 @@ class Orchestrator:
         }
         if name not in self.backends.urls:
             return own
-        return merged(own, self.backends.get(name))
+        backend = self.backends.get(name)
+        if backend is None and sup.state != State.FAILED and self.ondemand.parked(name):
+            own["state"] = "stopped"  # a parked sitter (starting or up): its engine does not run
+        return merged(own, backend)
 
     def _publish_sitter(self, name: str, ev: dict[str, Any] | None) -> None:
         """Publish a sitter's change as the change of what its views show (its backend's)."""
@@ -273,6 +276,7 @@ class Orchestrator:
     async def stop(self, names: list[str]) -> None:
         """Stop ``names``, dependents before their dependencies."""
         for n in names:
+            self.ondemand.parking.parked.discard(n)
             task = self._starts.pop(n, None)
             if task is not None and not task.done():
                 task.cancel()
@@ -294,6 +298,8 @@ class Orchestrator:
     async def restart(self, names: list[str]) -> None:
         """Restart running ones in place; start stopped ones (after their dependencies)."""
         running = [n for n in names if self.sups[n].state in _RUNNING]
+        for n in running:
+            self.ondemand.parking.parked.discard(n)  # a sitter restarts with its engine
         await asyncio.gather(*(self.sups[n].restart() for n in running))
         for n in names:
             if n not in running:
@@ -359,11 +365,12 @@ class Orchestrator:
         return all(self.status(n)["state"] == "healthy" for n in self.expected())
 
     def expected(self) -> list[str]:
-        """Processes that should be up now."""
+        """Processes that should be up now (an idle on-demand replica's parked engine should not)."""
         return [
             p.name
             for p in self.plan.processes
-            if p.name in self._starts or self.sups[p.name].state != State.STOPPED
+            if (p.name in self._starts or self.sups[p.name].state != State.STOPPED)
+            and not self.ondemand.parked(p.name)
         ]
 
 

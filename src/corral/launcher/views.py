@@ -22,6 +22,9 @@ _COLOURS = {
 }
 
 
+PARKED = "on demand: starts with the model's next request"
+
+
 def service_view(
     orch: Orchestrator,
     name: str,
@@ -43,6 +46,7 @@ def service_view(
     waiting = orch.waiting.get(name)
     refused = orch.refused.get(name) if info["state"] == "stopped" and not waiting else None
     state = "starting" if waiting else "failed" if refused else shown["state"]
+    parked = orch.ondemand.parked(name)  # an on-demand model's engine, idle or not woken yet
     backend = shown.get("backend")
     uptime_s, started_at = info["uptime_s"], info.get("started_at")
     if "sitter" in shown:
@@ -60,7 +64,8 @@ def service_view(
         "started_at": started_at,
         "restarts": shown["restarts"],
         "last_exit": shown["last_exit"],
-        "reason": waiting or refused or shown["reason"],
+        "reason": waiting or refused or shown["reason"] or (PARKED if parked else None),
+        "parked": parked,
         "cpu_percent": info["cpu_percent"],
         "rss_bytes": info["rss_bytes"],
         "children": info["children"],

@@ -63,6 +63,7 @@ class Supervisor:
         self.state = State.STOPPED
         self.pid: int | None = None
         self.restarts = 0
+        self.ready_s: float | None = None  # the last start: seconds from spawn to ready
         self.started_at: float | None = None
         self.last_exit: int | None = None
         self.reason: str | None = None
@@ -316,6 +317,8 @@ class Supervisor:
         self._timers["settle"] = asyncio.get_running_loop().call_later(left, self._post, Timer(gen, "settle"))
 
     def _become_ready(self, gen: int) -> None:
+        if self._child is not None:
+            self.ready_s = round(time.monotonic() - self._child.started_mono, 4)
         self._cancel_timer("settle")
         self._cancel_timer("start_timeout")
         self._health = Health(ready=True, live=True)

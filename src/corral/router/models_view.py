@@ -22,7 +22,10 @@ def model_state(pool: Pool, ondemand: OnDemand | None, name: str) -> dict[str, A
     if e is None:
         if not insts:
             return None
-        return {"state": "ready" if ready else "loading", "replicas_ready": ready, "replicas": len(insts)}
+        # Instances that all say "stopped" (a parked on-demand engine whose model entry has not
+        # reached this router yet) are a stopped model, not one loading.
+        state = "ready" if ready else "stopped" if all(i.state == "stopped" for i in insts) else "loading"
+        return {"state": state, "replicas_ready": ready, "replicas": len(insts)}
     state = e.state
     if state in ("loading", "stopped", "failed") and ready:
         state = "ready"  # the registry's instances are fresher than the launcher's summary

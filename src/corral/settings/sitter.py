@@ -108,6 +108,11 @@ class SitterSettings(BaseModel):
         " loop, whatever --max-restarts says).",
     )
     heartbeat_interval: float = Field(30.0, gt=0, description="Registry heartbeat seconds; lease 3x.")
+    park: bool = Field(
+        False,
+        description="Start with the backend stopped (parked) until POST /start: an on-demand model's"
+        " replica, woken by its first request.",
+    )
     start_timeout: float | None = Field(
         None, gt=0, description="Seconds to become ready [default: the preset's]."
     )

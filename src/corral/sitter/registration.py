@@ -48,6 +48,7 @@ class RegistryLink:
         self._metadata = dict(backend.get("metadata") or {})
         self.backend = self._heartbeater(service, "backend", backend, heartbeat_s)
         self.sitter = self._heartbeater(service, "sitter", sitter, heartbeat_s)
+        self._left = False
 
     def _heartbeater(self, service: str, kind: str, doc: dict[str, Any], interval_s: float) -> Heartbeater:
         return Heartbeater(
@@ -77,10 +78,17 @@ class RegistryLink:
             state=state, models=models, metadata=dict(self._metadata) if metadata is not None else None
         )
 
-    def start(self) -> None:
-        """Register both instances and heartbeat in background tasks."""
-        self.backend.start()
+    def start(self, backend: bool = True) -> None:
+        """Register both instances (the backend later, with ``backend=False``: a parked engine,
+        see :meth:`start_backend`) and heartbeat in background tasks."""
+        if backend:
+            self.backend.start()
         self.sitter.start()
+
+    def start_backend(self) -> None:
+        """Register the backend now if it is not yet (idempotent; never once we left)."""
+        if not self._left:
+            self.backend.start()
 
     def status(self) -> dict[str, Any]:
         """For ``/info``: the registry, whether each instance is registered, how often it registered."""
@@ -94,6 +102,7 @@ class RegistryLink:
 
     async def leave(self, timeout: float = 2.0) -> None:
         """Stop heartbeating and deregister both (best effort, bounded by ``timeout``)."""
+        self._left = True
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(self.backend.stop(), self.sitter.stop())

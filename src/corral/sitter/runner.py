@@ -87,6 +87,7 @@ class Sitter:
             "reason": sup.reason,
             "last_exit": sup.last_exit,
             "started_at": sup.started_at if sup.pid else None,
+            "ready_s": sup.ready_s,  # the engine's own start, last time: spawn to ready
             # Informational: /health stays the process's health (the launcher's liveness probe
             # must not kill a sitter whose backend cannot generate); routers learn it from the
             # registry state (unhealthy, out_reason generation_probe_failed).
@@ -157,7 +158,9 @@ class Sitter:
             asyncio.create_task(self._progress(), name="progress"),
         ]
         if self.registration:
-            self.registration.start()
+            # A parked engine is not registered until it first starts: a router must not list
+            # the model before the launcher's on-demand entry says how to wake it.
+            self.registration.start(backend=not self.cfg.park)
         if self.router:
             tasks.append(asyncio.create_task(self.router.run(), name="router"))
         if self.genprobe:
@@ -172,7 +175,10 @@ class Sitter:
         )
         try:
             await asyncio.to_thread(claim_port_holder, self.spec)  # before adoption looks at the pid file
-            await self.supervisor.start()
+            if self.cfg.park:
+                log.info("backend parked (on demand): POST /start starts it")
+            else:
+                await self.supervisor.start()
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
             if tasks[0] in done and not stop.done():
@@ -233,6 +239,7 @@ class Sitter:
             "url": self.public_backend_url,
             "models": list(self.models),
             "metadata": meta,
+            "state": "stopped" if self.cfg.park else "starting",
         }
         sitter = {
             "id": self.sitter_id,
@@ -310,6 +317,7 @@ class Sitter:
             else:
                 meta["out_reason"] = None
             self.registration.update_backend(state=state, metadata=meta)
+            self.registration.start_backend()
         if self.router:
             self.router.want(healthy and not out)
         if healthy:
