@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 
+from corral.router import peers
 from corral.router.discovery import Discovery
 from corral.router.http import Connection, Handler, Reply, Request
 from corral.router.ondemand import OnDemand
@@ -31,6 +33,7 @@ class Admin:
         self.discovery = discovery
         self.token = token
         self.new_id = new_id
+        self.peers: tuple[Path, int] | None = None  # --workers N: (shared dir, this worker's index)
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         """The admin route table: (method, path) -> handler."""
@@ -116,4 +119,6 @@ class Admin:
         if (denied := self._denied(request, rid)) is not None:
             return denied
         data = self.ondemand.activity() if self.ondemand is not None else {}
+        if self.peers is not None:  # --workers N: every worker's requests count
+            data = await peers.gather_activity(*self.peers, data)
         return json_response({"models": data}, rid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -208,12 +209,21 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
     await router.start()
     from corral.tls import scheme, server_context
 
-    own_metrics: asyncio.AbstractServer | None = None
+    own: list[asyncio.AbstractServer] = []  # this worker's metrics and activity for its siblings
     try:
         if worker_index is not None:
             router.peers_dir, router.worker_index = peers.peers_dir_from_env(), worker_index
+            router.admin.peers = (router.peers_dir, worker_index) if router.peers_dir else None
             if router.peers_dir is not None:
-                own_metrics = await peers.serve_own(router.peers_dir, worker_index, router.render_metrics)
+                own.append(await peers.serve_own(router.peers_dir, worker_index, router.render_metrics))
+                own.append(
+                    await peers.serve_own(
+                        router.peers_dir,
+                        worker_index,
+                        lambda: json.dumps(router.ondemand.activity()).encode(),
+                        "activity",
+                    )
+                )
         await server.start(
             settings.host,
             settings.port,
@@ -221,8 +231,8 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
             reuse_port=worker_index is not None,
         )
     except BaseException:
-        if own_metrics is not None:
-            own_metrics.close()
+        for srv in own:
+            srv.close()
         await router.close()
         raise
     stop = asyncio.Event()
@@ -243,8 +253,8 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
         await stop.wait()
         await drain(server, router, settings.drain_timeout_s)
     finally:
-        if own_metrics is not None:
-            own_metrics.close()
+        for srv in own:
+            srv.close()
         await server.close()
         await router.close()
 
