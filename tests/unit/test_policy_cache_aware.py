@@ -19,8 +19,12 @@ def fresh_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_aware, "tree", PrefixTree())
 
 
-def _fleet(n: int) -> Routable:
-    return Routable(Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n))
+def _fleet(n: int, answered: bool = False) -> Routable:
+    fleet = Routable(Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n))
+    if answered:  # each has answered before: what it was sent counts as cached
+        for inst in fleet.members:
+            inst.observe(0.1)
+    return fleet
 
 
 def _ctx(system: str, *turns: str) -> RequestContext:
@@ -70,10 +74,68 @@ def test_a_hot_system_prompt_does_not_pile_onto_one_instance() -> None:
 def test_a_slow_instance_gets_less_new_work() -> None:
     fleet = _fleet(4)
     for i, inst in enumerate(fleet.members):
-        inst.ewma_s = 0.3 if i == 0 else 0.1
+        inst.observe(0.3 if i == 0 else 0.1)
     slow = fleet.members[0]
     picked = [_send(fleet, _ctx(f"system {s}", "hi")) for s in range(24)]
     assert sum(i is slow for i in picked) <= 3  # a quarter would be 6
+
+
+def test_a_new_conversation_goes_to_its_system_prompt_unless_that_is_far_busier() -> None:
+    fleet = _fleet(4, answered=True)
+    system = "a long shared system prompt " * 100
+    holder = _send(fleet, _ctx(system, "first user"))
+    assert _send(fleet, _ctx(system, "second user")) is holder  # load 1 vs 0: the cache wins
+    for _ in range(4):  # five in flight there, none elsewhere: past the load gap
+        holder.outstanding += 1
+        fleet.moved(holder, holder.outstanding - 1)
+    assert _send(fleet, _ctx(system, "third user")) is not holder
+
+
+def test_before_its_first_answer_an_instance_counts_as_holding_nothing() -> None:
+    fleet = _fleet(4)  # cold start: nobody answered, every prompt sent is still in prefill
+    system = "the same system prompt " * 100
+    firsts = [_send(fleet, _ctx(system, f"user {k}")) for k in range(8)]
+    assert sorted(Counter(i.url for i in firsts).values()) == [2, 2, 2, 2]  # spread by load
+    one = firsts[0]
+    one.observe(0.05)  # it answered: the prompt is in its cache now, the others' still in prefill
+    assert _send(fleet, _ctx(system, "user 8")) is one  # 3 in flight vs 2: the cache counts
+
+
+def test_a_conversation_leaves_home_only_when_home_is_overloaded() -> None:
+    fleet = _fleet(2, answered=True)
+    a, b = fleet.members
+    history = ("sys " * 50, "question " * 60, "answer " * 60)
+    home = _send(fleet, _ctx(*history))
+    _done(fleet, home)
+    other = b if home is a else a
+    for _ in range(7):  # home has 7 more in flight than the other, within 2 x 0 + 8
+        _send(fleet, _ctx(f"filler {_} " * 40, "x"))  # new conversations: may land anywhere
+    while home.outstanding < 8:
+        home.outstanding += 1
+        fleet.moved(home, home.outstanding - 1)
+    while other.outstanding:
+        other.outstanding -= 1
+        fleet.moved(other, other.outstanding + 1)
+    assert _send(fleet, _ctx(*history, "next?")) is home  # 8 <= 2 x 0 + 8: stays
+    _done(fleet, home)
+    home.outstanding += 2
+    fleet.moved(home, home.outstanding - 2)
+    assert _send(fleet, _ctx(*history, "next?")) is other  # 9 > 8: moves
+
+
+def test_configure_sets_the_constants_and_the_tree_size() -> None:
+    from corral.config.cache_aware import CacheAwareSettings
+
+    old = cache_aware.params
+    try:
+        cache_aware.configure(CacheAwareSettings(load_gap=0, tree_blocks=2048))
+        assert cache_aware.params.load_gap == 0 and cache_aware.tree.max_blocks == 2048
+        fleet = _fleet(2, answered=True)
+        system = "shared " * 300
+        holder = _send(fleet, _ctx(system, "one"))
+        assert _send(fleet, _ctx(system, "two")) is not holder  # no gap: load decides
+    finally:
+        cache_aware.configure(old)
 
 
 def test_engine_load_counts_and_corrects_by_our_own_sends() -> None:

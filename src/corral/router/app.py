@@ -42,7 +42,12 @@ class Router:
         self.tenants = Tenants.build(settings, api_keys)
         self.outliers = Health(settings, self.pool)
         self.proxy = Proxy(
-            settings, self.pool, self.metrics, policies.load(settings.policy), self.tenants, self.outliers
+            settings,
+            self.pool,
+            self.metrics,
+            policies.load(settings.policy, settings),
+            self.tenants,
+            self.outliers,
         )
         self.ondemand = OnDemand(self.pool, settings.queue_size)
         self.proxy.ondemand = self.ondemand

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.config.cache_aware import CacheAwareSettings
 from corral.errors import ConfigError
 from corral.router.client_limits import ClientLimits
 from corral.router.keys import KeySpec
@@ -146,6 +147,7 @@ class RouterSettings(_Strict):
     # Read the engines' queues from their /metrics this often (corral.router.engine_load);
     # None: every 1 s with the cache_aware policy, never otherwise; 0: never.
     engine_metrics_interval_s: float | None = Field(default=None, ge=0)
+    cache_aware: CacheAwareSettings = Field(default_factory=CacheAwareSettings)  # the policy's constants
 
     def engine_metrics_every(self) -> float:
         """Seconds between engine-metrics scrapes (0: off)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 # Circuit states (strings so /metrics and /workers can show them as they are).
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _EWMA_ALPHA = 0.2
+_FLOOR_RISE = 0.05  # the floor follows a lower sample at once, a higher one 5% of the way
 
 
 class Instance:
@@ -29,6 +30,7 @@ class Instance:
         "engine_load",
         "ewma_s",
         "failures",
+        "floor_s",
         "id",
         "max_concurrency",
         "models",
@@ -81,6 +83,9 @@ class Instance:
         self.engine_load = -1.0
         self.engine_base = 0
         self.ewma_s = 0.0
+        # The lower envelope of its times to first byte: its speed with the queueing left out
+        # (a burst of cold prompts lifts the EWMA for long; the floor comes back at once).
+        self.floor_s = 0.0
         self.cooling = False  # waiting in the pool's heap for its circuit's trial time
         # Set by the pool: called after a change of circuit or reachability, so that the
         # model's routable set follows (``Pool.refresh``). Direct attribute writers call it too.
@@ -130,6 +135,8 @@ class Instance:
     def observe(self, seconds: float) -> None:
         """Fold one time to first byte into the EWMA (the instance's speed as routing sees it)."""
         self.ewma_s = seconds if not self.ewma_s else self.ewma_s + _EWMA_ALPHA * (seconds - self.ewma_s)
+        floor = self.floor_s
+        self.floor_s = seconds if not floor or seconds < floor else floor + _FLOOR_RISE * (seconds - floor)
 
     def on_dispatch(self, now: float) -> None:
         """Count a request sent here; an expired open circuit lets exactly one trial through."""
@@ -180,6 +187,7 @@ class Instance:
             "load": self.load,
             "engine_load": None if self.engine_load < 0 else self.engine_load,
             "ttfb_ewma_ms": round(self.ewma_s * 1000, 2),
+            "ttfb_floor_ms": round(self.floor_s * 1000, 2),
         }
 
 

@@ -1,21 +1,27 @@
-"""``cache_aware``: send a prompt where its prefix is cached, unless that costs more than a miss.
+"""``cache_aware``: send a prompt where its prefix is cached, unless load or speed say otherwise.
 
 The router keeps an approximate prefix tree (:mod:`corral.router.prefix_tree`) of the prompts it
 sent to each instance. For a request it looks at a bounded set of candidates, whatever the fleet's
 size: the instances holding its deepest cached prefix, those holding its first block (a shared
 system prompt), the least loaded instance and two random ones (fresh capacity); in a fleet of at
-most ``SMALL`` instances, all of them. Each gets a cost
+most ``small_fleet`` instances, all of them. Then, in order:
 
-    (load + 1) x speed x (1 + MISS_WEIGHT x uncached fraction of the prompt)
+1. **Home.** A request whose own history (a cached prefix past its first message, held by one
+   instance more than by any other) covers ``home_match`` of its prompt stays there while that
+   instance's load is at most ``home_load_rel`` x the least loaded candidate's + ``home_load_abs``:
+   moving a conversation re-computes all of it elsewhere.
+2. **Cache within a load gap.** Otherwise (a new conversation, or its home is overloaded),
+   among the candidates whose speed-weighted load ``(load + 1) x speed`` is within ``load_gap``
+   of the least, the one with the longest cached prefix wins (ties: the least loaded). ``load``
+   is the engine's queue (scraped from its /metrics) or our in-flight count; ``speed`` is the
+   instance's floor of time to first byte (its speed without the queueing) relative to the
+   typical candidate's, less ``speed_slack``. The gap spreads a hot system prompt (its holders
+   take more than their share, never all of it); the speed term keeps a slow replica's share of
+   new conversations near its speed share. An instance that has not answered yet counts as
+   holding nothing (what it was sent is still being prefilled), so a cold start's burst spreads.
 
-where ``load`` is the engine's queue (scraped from its /metrics) or our in-flight count, and
-``speed`` its recent time to first byte relative to the typical candidate's, less a slack (a
-slow replica costs more per request, so its share of new work follows its speed; the noise of
-hits and misses does not move conversations). The cheapest wins, then the tree records it.
-A hot prefix does not pile onto one instance: its load grows its cost until another instance
-with the prefix (or without it) is cheaper; ``BALANCE_ABS``/``BALANCE_REL`` also send a
-request to the least loaded instance outright when the fleet is that unbalanced, as SGLang's
-router does.
+The chosen instance is then recorded in the tree. Constants: ``[router.cache_aware]``
+(:class:`corral.config.cache_aware.CacheAwareSettings`), set by :func:`configure`.
 """
 
 from __future__ import annotations
@@ -25,36 +31,36 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from corral.config.cache_aware import CacheAwareSettings
 from corral.router.instance import Instance
-from corral.router.prefix_tree import PrefixTree, chain
+from corral.router.prefix_tree import CHUNK, PrefixTree, chain
 from corral.router.routable import Routable
 
-MISS_WEIGHT = 8.0  # a full miss costs (1 + 8)x a full hit at equal load and speed
-SPEED_SLACK = 0.5  # up to 1.5x the typical time to first byte counts as normal speed
-OWNERS = 8  # candidates taken from one tree node (the most recent)
-SMALL = 8  # fleets this small: every instance is a candidate
-BALANCE_ABS, BALANCE_REL = 16, 3.0  # load gap that overrides the cache entirely
-# A request whose longest cached prefix covers HOME_MATCH of it, on one instance alone (its own
-# history, not a shared system prompt), stays there while that instance is at normal speed and
-# its load is at most HOME_LOAD_REL x the least + HOME_LOAD_ABS.
-HOME_MATCH, HOME_LOAD_REL, HOME_LOAD_ABS = 0.5, 2.0, 4
-
-tree = PrefixTree()
+params = CacheAwareSettings()
+tree = PrefixTree(params.tree_blocks)
 _rand = random.Random()
 
 
+def configure(settings: CacheAwareSettings) -> None:
+    """Use ``settings`` from now on (router start); a new tree size starts an empty tree."""
+    global params, tree
+    if settings.tree_blocks != tree.max_blocks:
+        tree = PrefixTree(settings.tree_blocks)
+    params = settings
+
+
 def _recent(owners: dict[str, None]) -> Iterator[str]:
-    """The ``OWNERS`` most recent owners, O(OWNERS) however many there are."""
-    return itertools.islice(reversed(owners), OWNERS)
+    """The ``owners`` most recent owners, O(owners) however many there are."""
+    return itertools.islice(reversed(owners), params.owners)
 
 
 def select(candidates: Routable, ctx: Any) -> Instance | None:
-    """The candidate of least cost; the prompt is then recorded as sent there."""
+    """The request's home, else the candidate of least cost; the prompt is then recorded there."""
     hashes, ends = chain(ctx.body) if ctx is not None else ([], [])
     low = candidates.least_loaded()
     members = candidates.members
     pool: dict[Instance, int]  # candidate -> prompt chars it has cached
-    if len(members) <= SMALL:
+    if len(members) <= params.small_fleet:
         pool = dict.fromkeys(members, 0)
     else:
         pool = {low: 0}
@@ -78,39 +84,65 @@ def select(candidates: Routable, ctx: Any) -> Instance | None:
             if not pool[inst] and inst.id in tree.owners(hashes[0]):
                 k = tree.matched(hashes, inst.id, depth)
                 pool[inst] = ends[k - 1] if k else 0
-    best = _cheapest(pool, total, low)
+    opening = _opening(ctx.body, ends) if ctx is not None else 0
+    best = _home(pool, total, opening) or _cheapest(pool, total, low)
     if hashes:
         tree.insert(hashes, best.id)
     return best
 
 
+def _opening(body: dict[str, Any], ends: list[int]) -> int:
+    """Prompt chars (as ``ends`` counts them) of a chat's first message; 0 for other prompts.
+
+    The first message is usually a system prompt that many conversations share: a match that
+    goes no further is not a conversation's own history.
+    """
+    messages = body.get("messages")
+    if not (isinstance(messages, list) and messages and isinstance(messages[0], dict)):
+        return 0
+    content = messages[0].get("content")
+    n = len(content if isinstance(content, str) else repr(content))
+    blocks = max(1, -(-n // CHUNK))  # chain() cuts a message into CHUNK-char blocks
+    return ends[blocks - 1] if len(ends) >= blocks else 0
+
+
+def _home(pool: dict[Instance, int], total: int, opening: int) -> Instance | None:
+    """The instance holding this conversation's own history, if it should stay there."""
+    if not total:
+        return None
+    home = max(pool, key=pool.__getitem__)
+    cached = pool[home]
+    if cached < params.home_match * total or cached <= opening:
+        return None
+    if any(c >= cached for i, c in pool.items() if i is not home):
+        return None  # as much elsewhere: a shared prefix, not this conversation's own
+    least = min(i.load for i in pool)
+    return home if home.load <= params.home_load_rel * least + params.home_load_abs else None
+
+
 def _speed(inst: Instance, typical: float) -> float:
-    # Relative to the typical candidate, with slack: a hit or a miss moves one instance's
-    # time to first byte by 2x, which must not read as a slow replica.
-    return max(1.0, inst.ewma_s / typical - SPEED_SLACK) if inst.ewma_s and typical else 1.0
+    # Relative to the typical candidate, with slack: the floor moves a little with the prompts
+    # an instance happens to get, which must not read as a slow replica.
+    if not (inst.floor_s and typical):
+        return 1.0
+    return max(1.0, inst.floor_s / typical - params.speed_slack)
 
 
 def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
-    known = sorted(i.ewma_s for i in pool if i.ewma_s)
+    """Among candidates within ``load_gap`` of the least speed-weighted load, the one with the
+    longest cached prefix; ties go to the least loaded."""
+    known = sorted(i.floor_s for i in pool if i.floor_s)
     typical = known[len(known) // 2] if known else 0.0
-    least = min(i.load for i in pool)
-    most = max(i.load for i in pool)
-    if most - least > BALANCE_ABS and most > BALANCE_REL * least:
-        pool = {i: c for i, c in pool.items() if i.load == least} or {low: 0}
-    home = max(pool, key=pool.__getitem__)
-    runner_up = max((c for i, c in pool.items() if i is not home), default=0)
-    if (
-        total
-        and pool[home] >= HOME_MATCH * total
-        and pool[home] > runner_up  # its own history, not a prefix every instance holds
-        and home.load <= HOME_LOAD_REL * least + HOME_LOAD_ABS
-        and _speed(home, typical) == 1.0
-    ):
-        return home  # the conversation's history is there and it is not overloaded: stay
-    best, best_cost = low, float("inf")
+    weighted = {i: (i.load + 1) * _speed(i, typical) for i in pool}
+    limit = min(weighted.values()) + params.load_gap
+    best, best_key = low, (1, 0.0)
     for inst, cached in pool.items():
-        miss = 1.0 - cached / total if total else 1.0
-        cost = (inst.load + 1) * _speed(inst, typical) * (1 + MISS_WEIGHT * miss)
-        if cost < best_cost:
-            best, best_cost = inst, cost
+        w = weighted[inst]
+        if w > limit:
+            continue  # too far above the least loaded for its cache to count
+        # An instance that has not answered yet has computed nothing: what it was sent is
+        # still being prefilled (a cold start's burst spreads instead of queueing on one).
+        key = (-cached if inst.floor_s else 0, w)
+        if key < best_key:
+            best, best_key = inst, key
     return best
