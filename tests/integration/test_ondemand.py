@@ -137,3 +137,33 @@ def test_a_model_that_cannot_start_answers_503_with_the_reason(
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert s.api("POST", "/api/models/nope/wake").status_code == 404
     assert {m["entry"] for m in s.api("GET", "/api/models").json()["models"]} == {"od", "bad"}
+
+
+def test_reload_announces_a_new_on_demand_model_and_a_rolling_restart_keeps_it_awake(
+    tmp_path: Path,
+    stacks: list[Stack],
+) -> None:
+    registry, router, od = free_port(), free_port(), free_port()
+    base = f"[registry]\nport = {registry}\n[router]\nport = {router}\n"
+    s = Stack(tmp_path, base)
+    stacks.append(s)
+    s.up()
+    # Added by a reload: announced (listed as stopped, its sitter parked), woken by a request.
+    with s.file.open("a") as f:
+        f.write(
+            f'[[backend]]\nname = "od"\npreset = "mock"\nmodels = ["od-model"]\nport = {od}\n'
+            'start = "on_demand"\nidle_unload_s = 600\n'
+        )
+    r = s.run("reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: s.services()["od-0"]["parked"] is True, 30, what="od-0 parked")
+    client = OpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="none", max_retries=0, timeout=60)
+    wait_until(lambda: _card(router, "od-model")["corral"]["state"] == "stopped", 30, what="od-model listed")
+    assert client.chat.completions.create(model="od-model", messages=[{"role": "user", "content": "hi"}])
+    wait_until(lambda: s.services()["od-0"]["state"] == "healthy", 15, what="od-0 awake")
+    # A rolling restart of an awake replica brings it back awake (its sitter starts parked).
+    r = s.run("restart", "od", "--rolling")
+    assert r.returncode == 0, r.stdout + r.stderr
+    view = s.services()["od-0"]
+    assert view["state"] == "healthy" and view["parked"] is False
+    assert _card(router, "od-model")["corral"]["state"] == "ready"

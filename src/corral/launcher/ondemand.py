@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.config.plan import parks_at_start
-from corral.launcher.gpu_budget import Holder, Verdict, choose_evictions
+from corral.launcher.ondemand_gpu import budget
 from corral.launcher.parking import Parking
 from corral.proc.events import State
 
@@ -104,23 +104,31 @@ def idle_to_unload(
     return out
 
 
+def groups_of(plan: Plan, old: dict[str, Group]) -> dict[str, Group]:
+    """The plan's on-demand entries as groups (pure); an entry already in ``old`` keeps its
+    wake generation, LRU clock and drain flag."""
+    groups: dict[str, Group] = {}
+    for p in plan.processes:
+        if p.start != "on_demand":
+            continue
+        g = groups.get(p.entry)
+        if g is None:
+            g = groups[p.entry] = Group(
+                p.entry, [], list(p.models), p.keep_warm, p.idle_unload_s, p.cold_start_timeout_s
+            )
+            if (was := old.get(p.entry)) is not None:
+                g.generation, g.last_used, g.draining = was.generation, was.last_used, was.draining
+        g.procs.append(p)
+    return groups
+
+
 class OnDemandModels:
     """Owns the registry entries of the on-demand models and their wake / unload cycle."""
 
     def __init__(self, orch: Orchestrator, plan: Plan) -> None:
         self.orch = orch
         self.plan = plan
-        self.groups: dict[str, Group] = {}
-        for p in plan.processes:
-            if p.start != "on_demand":
-                continue
-            g = self.groups.get(p.entry)
-            if g is None:
-                g = self.groups[p.entry] = Group(
-                    p.entry, [], list(p.models), p.keep_warm, p.idle_unload_s, p.cold_start_timeout_s
-                )
-            g.procs.append(p)
-        self.by_model = {m: g for g in self.groups.values() for m in g.models}
+        self.groups = groups_of(plan, {})
         registry = plan.get("registry")
         router = plan.get("router")
         self.registry_token = registry.token if registry else None
@@ -128,20 +136,25 @@ class OnDemandModels:
         self.beats: dict[str, Heartbeater] = {}
         self._client: RegistryClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._idle_task: asyncio.Task[None] | None = None
         self._waking: set[asyncio.Task[None]] = set()  # sitters starting, to unpark once up
         self.parking = Parking()
-        # Replicas whose sitter starts with the engine parked (beyond keep_warm): config/plan.py.
-        procs = [p for g in self.groups.values() for p in g.procs]
-        self.park_at_start = {p.name for p in procs if parks_at_start(p.start, p.replica, p.keep_warm)}
-        self.parking.parked |= self.park_at_start
+        self._index()
         self._unloading: dict[str, asyncio.Task[None]] = {}
-        self._evicting: dict[str, asyncio.Task[None]] = {}
+        self.evicting: dict[str, asyncio.Task[None]] = {}
         self.states: dict[str, str] = {}
         self.activity: dict[str, dict[str, Any]] | None = None  # the router's, last read
         self._session: Any = None  # aiohttp.ClientSession, made on the loop
         url = plan.router_url
         self._activity_url = url + "/admin/models" if url else None
         self._router_headers = {"Authorization": f"Bearer {self.router_token}"} if self.router_token else {}
+
+    def _index(self) -> None:
+        self.by_model = {m: g for g in self.groups.values() for m in g.models}
+        self.by_proc = {p.name: g for g in self.groups.values() for p in g.procs}
+        # Replicas whose sitter starts with the engine parked (beyond keep_warm): config/plan.py.
+        procs = [p for g in self.groups.values() for p in g.procs]
+        self.park_at_start = {p.name for p in procs if parks_at_start(p.start, p.replica, p.keep_warm)}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def wake_url(self, entry: str) -> str:
@@ -153,33 +166,67 @@ class OnDemandModels:
 
     def start(self) -> None:
         """Announce every group and follow the orchestrator (call once, on the running loop)."""
-        if not self.groups or self.plan.registry_url is None:
+        if self.plan.registry_url is None:
             return
-        from corral.registry import Heartbeater, RegistryClient
+        from corral.registry import RegistryClient
 
         self._client = RegistryClient(self.plan.registry_url, token=self.registry_token)
         for g in self.groups.values():
-            state, ready, reason = self._state(g)
-            self.states[g.entry] = state
-            hb = Heartbeater(
-                self._client,
-                service=g.entry,
-                url=self.wake_url(g.entry),
-                models=g.models,
-                kind="model",
-                state=state,
-                metadata=self._meta(g, ready, reason),
-                interval_s=HEARTBEAT_S,
-            )
-            hb.start()
-            self.beats[g.entry] = hb
+            self._announce(g)
         self._tasks.append(asyncio.create_task(self._follow()))
-        if self.plan.router_url and any(g.idle_unload_s is not None for g in self.groups.values()):
-            self._tasks.append(asyncio.create_task(self._idle_loop()))
+        self._idle_loop_if_needed()
+
+    def _announce(self, g: Group) -> None:
+        from corral.registry import Heartbeater
+
+        assert self._client is not None
+        state, ready, reason = self._state(g)
+        self.states[g.entry] = state
+        hb = Heartbeater(
+            self._client,
+            service=g.entry,
+            url=self.wake_url(g.entry),
+            models=g.models,
+            kind="model",
+            state=state,
+            metadata=self._meta(g, ready, reason),
+            interval_s=HEARTBEAT_S,
+        )
+        hb.start()
+        self.beats[g.entry] = hb
+
+    def _idle_loop_if_needed(self) -> None:
+        if self._idle_task is None and self.plan.router_url:
+            if any(g.idle_unload_s is not None for g in self.groups.values()):
+                self._idle_task = asyncio.create_task(self._idle_loop())
+                self._tasks.append(self._idle_task)
+
+    def update(self, plan: Plan) -> None:
+        """Follow a reloaded plan: on-demand entries added, changed (replicas, models, settings;
+        a wake's generation and the LRU clock carry over) or removed (deregistered)."""
+        self.plan = plan
+        old, self.groups = self.groups, groups_of(plan, self.groups)
+        self._index()
+        if self._client is None:
+            return
+        for entry in old.keys() - self.groups.keys():
+            for tasks in (self._unloading, self.evicting):
+                if (t := tasks.pop(entry, None)) is not None:
+                    t.cancel()
+            self.states.pop(entry, None)
+            if (hb := self.beats.pop(entry, None)) is not None:
+                self._tasks.append(asyncio.create_task(hb.stop(deregister=True)))
+        for g in self.groups.values():
+            if g.entry not in self.beats:
+                self._announce(g)
+            else:
+                self.beats[g.entry].set(models=g.models)
+                self.publish(g)
+        self._idle_loop_if_needed()
 
     async def close(self, deregister: bool = True) -> None:
         """Stop the loops and heartbeats (deregistering the entries unless told not to)."""
-        tasks = [*self._tasks, *self._unloading.values(), *self._evicting.values(), *self._waking]
+        tasks = [*self._tasks, *self._unloading.values(), *self.evicting.values(), *self._waking]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -197,7 +244,7 @@ class OnDemandModels:
         # a failed model), falling back to the sitter process's state.
         pairs = []
         for n in g.names:
-            if self.parked(n):  # a sitter up (or starting) with its engine parked
+            if self.parked(n) or n not in self.orch.sups:  # parked, or not supervised yet
                 pairs.append((State.STOPPED, None))
                 continue
             st = self.orch.status(n)
@@ -248,15 +295,14 @@ class OnDemandModels:
         return out
 
     async def _follow(self) -> None:
-        by_proc = {p.name: g for g in self.groups.values() for p in g.procs}
         sub = self.orch.feed.subscribe()
         try:
             for g in self.groups.values():
                 self.publish(g)
             while True:
                 ev = await sub.get(HEARTBEAT_S)
-                if ev is not None and ev["name"] in by_proc:
-                    self.publish(by_proc[ev["name"]])
+                if ev is not None and (grp := self.by_proc.get(ev["name"])) is not None:
+                    self.publish(grp)
         finally:
             sub.close()
 
@@ -279,16 +325,16 @@ class OnDemandModels:
             task.cancel()  # a request arrived while draining: keep what runs
         g.draining = False
         g.last_used = time.monotonic()
-        if g.entry not in self._evicting:
+        if g.entry not in self.evicting:
             if any(p.gpu_memory_gb for p in g.procs):
                 await self._read_activity()  # who is idle right now, not a second ago
-            verdict = await asyncio.to_thread(self.budget, g)
+            verdict = await asyncio.to_thread(budget, self, g)
             if verdict.refused:
                 raise WakeRefused(f"model {g.entry} does not fit: {verdict.refused}")
             g.generation += 1
             if verdict.evict:
                 log.info("unloading %s to make room on the GPUs for %s", ", ".join(verdict.evict), g.entry)
-                self._evicting[g.entry] = asyncio.create_task(self._evict_then_start(g, verdict.evict))
+                self.evicting[g.entry] = asyncio.create_task(self._evict_then_start(g, verdict.evict))
             else:
                 await self._start_replicas(g)
         self.publish(g)
@@ -307,7 +353,7 @@ class OnDemandModels:
                     task.add_done_callback(self._waking.discard)
                 else:
                     self.parking.parked.discard(n)
-        await asyncio.gather(*(self._unpark(n) for n in parked))
+        await asyncio.gather(*(self.unpark(n) for n in parked))
 
     async def _unpark_when_up(self, name: str, timeout_s: float) -> None:
         try:
@@ -316,11 +362,12 @@ class OnDemandModels:
             log.warning("%s", exc)
             return
         if state == State.HEALTHY:
-            await self._unpark(name)
+            await self.unpark(name)
 
     def engine_up(self, name: str) -> bool:
         """Whether ``name``'s engine runs or is on its way (its sitter may run with it parked)."""
-        if self.orch.sups[name].state not in _UP:
+        sup = self.orch.sups.get(name)  # None: a reload lists it before it is supervised
+        if sup is None or sup.state not in _UP:
             return False
         st = self.orch.backends.get(name)
         if st is None:
@@ -336,10 +383,11 @@ class OnDemandModels:
         when it is not one (start it the usual way)."""
         if not self.parked(name):
             return False
-        await self._unpark(name)
+        await self.unpark(name)
         return True
 
-    async def _unpark(self, name: str) -> None:
+    async def unpark(self, name: str) -> None:
+        """Start ``name``'s engine through its running sitter (a no-op if it runs already)."""
         self.parking.parked.discard(name)
         got = await self.parking.call(self.orch.backends.urls[name], "start", self._token(name))
         if isinstance(got, str):
@@ -366,63 +414,8 @@ class OnDemandModels:
             await asyncio.gather(*(self._unload(self.groups[e], everything=True) for e in evict))
             await self._start_replicas(g)
         finally:
-            self._evicting.pop(g.entry, None)
+            self.evicting.pop(g.entry, None)
             self.publish(g)
-
-    def budget(self, g: Group) -> Verdict:
-        """What must be unloaded so ``g``'s replicas that are not up fit on their GPUs (blocking:
-        reads the inventory and the process table)."""
-        from corral.gpu import GIB, attribute, read_inventory
-        from corral.launcher.gpus import service_roots
-
-        need: dict[int, int] = {}
-        for p in g.procs:
-            if p.gpu_memory_gb and not self.engine_up(p.name):
-                for i in p.gpus:
-                    need[i] = need.get(i, 0) + int(p.gpu_memory_gb * GIB)
-        if not need:
-            return Verdict()
-        inv = read_inventory()
-        if not inv.gpus:
-            return Verdict()
-        att = attribute(inv, service_roots(self.orch))
-        holders = [
-            Holder(h.describe().rsplit(" (", 1)[0], {gu.index: h.used_memory})
-            for gu in att.gpus
-            for h in gu.holders
-            if h.service is None
-        ]
-        group_of = {p.name: grp for grp in self.groups.values() for p in grp.procs}
-        merged: dict[str, dict[int, int]] = {}
-        for p in self.plan.processes:
-            if not self.engine_up(p.name):
-                continue
-            usage = att.services.get(p.name)
-            measured = usage.memory_by_gpu if usage is not None else {}
-            declared = int(p.gpu_memory_gb * GIB) if p.gpu_memory_gb else 0
-            grp = group_of.get(p.name)
-            key = f"model {grp.entry}" if grp is not None else f"service {p.name}"
-            acc = merged.setdefault(key, {})
-            for i in set(p.gpus) | set(measured):
-                acc[i] = acc.get(i, 0) + max(declared if i in p.gpus else 0, measured.get(i, 0))
-        for key, by_gpu in merged.items():
-            grp = self.groups.get(key.removeprefix("model ")) if key.startswith("model ") else None
-            idle = grp is not None and grp is not g and self._idle(grp)
-            note = "" if idle else ("always on" if grp is None else "in use")
-            holders.append(
-                Holder(key, by_gpu, idle, grp.last_used if grp else 0.0, grp.entry if grp else None, note)
-            )
-        total = {x.index: x.memory_total for x in inv.gpus}
-        return choose_evictions(need, total, holders)
-
-    def _idle(self, g: Group) -> bool:
-        """Idle enough to evict: ready, no warm replicas to keep, nothing in flight or held."""
-        if g.keep_warm or self.states.get(g.entry) != "ready" or g.entry in self._evicting:
-            return False
-        if self.activity is None:
-            return False  # never evict blind
-        acts = [self.activity.get(m) for m in g.models]
-        return all(a is not None and not a["in_flight"] and not a["held"] for a in acts)
 
     # -- idle unload -----------------------------------------------------------------------------
     async def _read_activity(self) -> dict[str, dict[str, Any]] | None:
@@ -448,7 +441,7 @@ class OnDemandModels:
                     g.last_used = time.monotonic()
             for g in idle_to_unload(self.groups.values(), self.states, activity):
                 up = [n for n in g.names[g.keep_warm :] if self.engine_up(n)]
-                if up and g.entry not in self._unloading and g.entry not in self._evicting:
+                if up and g.entry not in self._unloading and g.entry not in self.evicting:
                     self._unloading[g.entry] = asyncio.create_task(self._unload(g))
 
     async def _unload(self, g: Group, everything: bool = False) -> None:

@@ -326,6 +326,7 @@ class Orchestrator:
         """Adopt ``plan`` (same processes or a superset/subset handled by add/replace/forget):
         start order, groups and dependency levels come from it from now on."""
         self.plan = plan
+        self.ondemand.update(plan)
 
     def add(self, p: ProcessPlan) -> None:
         """Supervise a new process (stopped; ``start`` it). The plan must already list it."""

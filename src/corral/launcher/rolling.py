@@ -89,7 +89,8 @@ def surge_plan(p: ProcessPlan, port: int) -> ProcessPlan | None:
 
     name = f"{p.name}-surge"
     state_dir = str(p.sitter.state_dir).removesuffix(p.name) + name
-    settings = p.sitter.model_copy(update={"port": port, "name": name, "state_dir": state_dir})
+    # A copy serves while the original restarts: never parked (an on-demand replica's is).
+    settings = p.sitter.model_copy(update={"port": port, "name": name, "state_dir": state_dir, "park": False})
     file = f"{state_dir}/settings-{settings.digest()}.json"
     host = settings.host
     return p.model_copy(
@@ -132,7 +133,10 @@ class Rolling:
     ) -> list[ReplicaStep]:
         """Replace ``names`` one by one (by ``new[name]`` when given: reload); caller holds the lock
         or owns the orchestrator."""
-        running = [n for n in names if self.orch.sups[n].state in _RUNNING]
+        # A parked on-demand replica serves nothing: no surge copy to keep its (absent) traffic.
+        running = [
+            n for n in names if self.orch.sups[n].state in _RUNNING and not self.orch.ondemand.parked(n)
+        ]
         surge: ProcessPlan | None = None
         if len(running) == 1 and len(names) == 1:
             port = _spare_port(self.orch.plan.host)
@@ -155,13 +159,14 @@ class Rolling:
         p = orch.plan.get(name)
         assert p is not None
         copy: Supervisor | None = None
+        awake = not orch.ondemand.parked(name)  # a parked on-demand replica comes back parked
         try:
             if orch.sups[name].state not in _RUNNING:
                 step.note = "was not running: started"
                 await self._start(new or p, replace=new is not None)
                 step.total_s = step.restart_s = time.monotonic() - began
                 return step
-            if surge is not None:
+            if surge is not None and awake:
                 orch.busy[name] = "surge copy starting"
                 copy = await self._start_surge(surge)
                 step.surge = surge.name
@@ -172,13 +177,13 @@ class Rolling:
             t = time.monotonic()
             if new is not None:
                 await orch.stop([name])
-                await self._start(new, replace=True)
+                await self._start(new, replace=True, awake=awake)
             else:
                 from corral.launcher.server import write_process_files
 
                 write_process_files(p)
                 await orch.sups[name].restart()
-                await self._healthy(p)
+                await self._healthy(p, awake)
             step.restart_s = time.monotonic() - t
         finally:
             orch.busy.pop(name, None)
@@ -189,7 +194,7 @@ class Rolling:
         log.info("rolling: %s done in %.2fs (drain %.2fs)", name, step.total_s, step.drain_s)
         return step
 
-    async def _start(self, p: ProcessPlan, *, replace: bool) -> None:
+    async def _start(self, p: ProcessPlan, *, replace: bool, awake: bool = False) -> None:
         from corral.launcher.server import write_process_files
 
         if replace:
@@ -201,9 +206,11 @@ class Rolling:
             self.orch.replace(p)
         write_process_files(p)
         self.orch.start(p.name)
-        await self._healthy(p)
+        await self._healthy(p, awake)
 
-    async def _healthy(self, p: ProcessPlan) -> None:
+    async def _healthy(self, p: ProcessPlan, awake: bool = False) -> None:
+        """Wait until ``p`` is healthy and routed; a parked on-demand replica is done once its
+        sitter is up, unless it was ``awake`` before the restart (then its engine starts too)."""
         sup = self.orch.sups[p.name]
         try:
             got = await sup.wait_for(State.HEALTHY, State.FAILED, timeout=p.start_timeout_s)
@@ -211,6 +218,10 @@ class Rolling:
             raise RollingError(str(exc)) from None
         if got == State.FAILED:
             raise RollingError(f"{p.name} failed after the restart: {sup.reason}")
+        if p.name in self.orch.ondemand.park_at_start:  # its sitter starts with the engine parked
+            if not awake:
+                return  # its engine waits for the model's next request
+            await self.orch.ondemand.unpark(p.name)  # it served before the restart: serve again
         routed = p.kind == "sitter" or (p.kind == "service" and p.openai)
         if routed and p.url is not None and not await self.drainer.wait_routable(p.url, _ROUTED_TIMEOUT_S):
             raise RollingError(f"{p.name} is healthy but the router did not take it back in time")
