@@ -370,8 +370,8 @@ class OnDemandModels:
         if sup is None or sup.state not in _UP:
             return False
         st = self.orch.backends.get(name)
-        if st is None:
-            return name not in self.parking.parked
+        if st is None:  # its sitter has not answered (yet): a sitter starts parked or not
+            return name not in self.parking.parked and name not in self.park_at_start
         return st.state not in ("stopped", "failed")
 
     def parked(self, name: str) -> bool:
