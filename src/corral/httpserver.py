@@ -50,6 +50,16 @@ STATUS_LINES = {s: status_line(s) for s in _REASONS}
 
 RequestT = TypeVar("RequestT")
 
+# Chunk-size lines of the sizes a streamed piece usually has: ``b"%x\r\n" % n`` formats the
+# number through a str, a third of what framing one SSE chunk cost.
+CHUNK_HEADS = tuple(b"%x\r\n" % n for n in range(2048))
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one chunk of a chunked body."""
+    n = len(data)
+    return b"".join((CHUNK_HEADS[n] if n < 2048 else b"%x\r\n" % n, data, b"\r\n"))
+
 
 class Limits:
     """What one connection may cost: sizes in bytes, times in seconds (0: no limit).
@@ -322,7 +332,7 @@ class HttpConnection(asyncio.Protocol, Generic[RequestT]):
     # -- writing ---------------------------------------------------------------------------
     def _frame(self, data: bytes) -> bytes:
         """One piece of a streamed body: a chunk, or the bytes as they are for HTTP/1.0."""
-        return b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data
+        return chunk(data) if self._chunked else data
 
     @property
     def paused(self) -> bool:

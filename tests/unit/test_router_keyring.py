@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from corral.errors import ConfigError
+from corral.router import keys as keys_mod
 from corral.router.config import RouterSettings
 from corral.router.keys import Keyring, KeySpec, digest, read_keys_file
 from corral.router.keys_cli import add_to_file, make_spec
@@ -75,6 +76,30 @@ def test_reload_picks_up_changes_keeps_state_and_survives_a_bad_file(tmp_path: P
     assert not ring.reload_if_changed()
     assert ring.lookup("Bearer kb") is not None  # the old keys stay
     assert not ring.reload_if_changed()  # and a bad file is not retried until it changes
+
+
+def test_lookup_remembers_valid_keys_only_bounded_and_forgets_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "keys.toml"
+    add_to_file(f, make_spec("a", "ka", {}))
+    add_to_file(f, make_spec("b", "kb", {}))
+    ring = Keyring([], str(f))
+    hashed: list[bytes] = []
+    real = keys_mod._sha256
+    monkeypatch.setattr(keys_mod, "_sha256", lambda b: hashed.append(b) or real(b))
+    a = ring.lookup("Bearer ka")
+    assert a is not None and ring.lookup("Bearer ka") is a and hashed == [b"ka"]  # the repeat: no sha256
+    assert ring.lookup("Bearer nope") is None and ring.lookup("Bearer nope") is None
+    assert hashed == [b"ka", b"nope", b"nope"]  # a wrong key is never remembered
+    monkeypatch.setattr(keys_mod, "SEEN_MAX", 1)
+    # Full: everything is forgotten, and found again by its hash.
+    assert ring.lookup("Bearer kb") is not None and ring.lookup("Bearer ka") is a
+    assert len(ring._seen) == 1
+    f.write_text("")  # every key removed
+    os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert ring.reload_if_changed()
+    assert ring.lookup("Bearer ka") is None and ring.lookup("Bearer kb") is None
 
 
 def test_bucket_refills_over_a_minute_and_tpm_debt() -> None:

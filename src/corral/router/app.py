@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -212,6 +213,7 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
         limits.max_connections,
     )
     await router.start()
+    settle_heap()  # before listening: no request waits on the collection
     from corral.tls import scheme, server_context
 
     own: list[asyncio.AbstractServer] = []  # this worker's metrics and activity for its siblings
@@ -262,6 +264,18 @@ async def serve(settings: RouterSettings, worker_index: int | None = None) -> No
             srv.close()
         await server.close()
         await router.close()
+
+
+def settle_heap() -> None:
+    """Collect the start-up garbage, then freeze what is left out of the collector's sight.
+
+    What exists once the router serves (modules, classes, settings, the pool) lives as long as
+    the process. Left in the collector's generations, every full collection walks all of it: a
+    50-80 ms pause at an unpredictable moment under traffic (several µs per request on
+    average in the benchmarks). Frozen, a full collection walks only what requests made.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def drain(server: Server, router: Router, timeout: float) -> None:

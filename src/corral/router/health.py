@@ -3,9 +3,10 @@
 The proxy reports every watchdog timeout (``UpstreamTimeout``: no first token, silence between
 tokens, no answer within ``response_s``) with :meth:`Health.on_stall`; a success ends the streak
 (``Instance.on_success``). ``outlier.consecutive_stalls`` in a row eject the instance for a
-back-off that doubles per ejection (Envoy's outlier detection). When it runs out, one 1-token
-completion is sent; only its success re-admits the instance, so a backend whose ``/health`` and
-``/v1/models`` answer while its engine is dead stays out.
+back-off that doubles per ejection (Envoy's outlier detection). When it runs out (a timer per
+ejection: nothing wakes up while no instance is ejected), one 1-token completion is sent; only
+its success re-admits the instance, so a backend whose ``/health`` and ``/v1/models`` answer
+while its engine is dead stays out.
 
 Stalls are kept apart from the circuit breaker on purpose: the breaker counts errors the backend
 answered (5xx, broken connections), stalls count silence. A slow backend under load is neither,
@@ -28,8 +29,6 @@ from corral.router.pool import Pool
 
 log = logging.getLogger("corral.router")
 
-_TICK = 0.1
-
 
 class Health:
     """Owns the stall counters, ejections and re-admission probes of the pool's instances."""
@@ -37,13 +36,14 @@ class Health:
     def __init__(self, settings: RouterSettings, pool: Pool) -> None:
         self.settings = settings
         self.pool = pool
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # instance id -> its back-off's end
         self._probing: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._probes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Start the sweep that probes ejected instances once their back-off ran out."""
+        """From now on, an ejected instance is probed once its back-off ran out."""
         from corral.tls import client_context
 
         o = self.settings.outlier
@@ -52,11 +52,15 @@ class Health:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=o.probe_timeout_s), connector=connector
         )
-        self._task = asyncio.create_task(self._sweep())
+        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
-        """Stop the sweep and any probe in flight."""
-        tasks = [t for t in (self._task, *self._probes) if t is not None]
+        """Stop the back-off timers and any probe in flight."""
+        self._loop = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._probes)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -79,6 +83,7 @@ class Health:
         inst.ejected_until = time.monotonic() + backoff
         inst.ejections += 1
         self.pool.refresh(inst)  # out of its models' routable sets now
+        self._at(inst.id, backoff)
         log.warning("instance %s ejected for %gs after %d stalls in a row", inst.url, backoff, inst.stalls)
 
     def readmit(self, inst: Instance) -> None:
@@ -88,24 +93,41 @@ class Health:
         log.warning("instance %s re-admitted: its generation probe answered", inst.url)
         self.pool.wake(inst)
 
-    # -- the sweep ---------------------------------------------------------------------------
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(_TICK)
-            now = time.monotonic()
-            for inst in list(self.pool.instances.values()):
-                if inst.ejected and now >= inst.ejected_until and inst.id not in self._probing:
-                    self._probing.add(inst.id)
-                    task = asyncio.create_task(self._probe(inst))
-                    self._probes.add(task)
-                    task.add_done_callback(self._probes.discard)
+    # -- the back-off's end -------------------------------------------------------------------
+    def _at(self, instance_id: str, delay: float) -> None:
+        """Call :meth:`_due` for ``instance_id`` in ``delay`` s (replacing an earlier timer)."""
+        if self._loop is None:
+            return  # not started (or closed): nothing probes
+        old = self._timers.pop(instance_id, None)
+        if old is not None:
+            old.cancel()
+        self._timers[instance_id] = self._loop.call_later(max(0.0, delay), self._due, instance_id)
+
+    def _due(self, instance_id: str) -> None:
+        """An ejection's back-off ran out: probe the instance now holding that id (a registry
+        update replaces the object and keeps the ejection), unless it is back or gone."""
+        self._timers.pop(instance_id, None)
+        inst = self.pool.instances.get(instance_id)
+        if inst is None or not inst.ejected or instance_id in self._probing or self._loop is None:
+            return
+        left = inst.ejected_until - time.monotonic()
+        if left > 0:  # the loop's clock is a little coarser: a moment more
+            self._at(instance_id, left)
+            return
+        self._probing.add(instance_id)
+        task = self._loop.create_task(self._probe(inst))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     async def _probe(self, inst: Instance) -> None:
         try:
             ok = await generates(self._session, inst.url, inst.models[0] if inst.models else "")
         finally:
             self._probing.discard(inst.id)
-        if self.pool.instances.get(inst.id) is not inst or not inst.ejected:
+        cur = self.pool.instances.get(inst.id)
+        if cur is not inst or not inst.ejected:
+            if cur is not None and cur is not inst and cur.ejected:
+                self._at(cur.id, cur.ejected_until - time.monotonic())  # replaced: probe the new one
             return  # removed, replaced or re-admitted meanwhile
         if ok:
             self.readmit(inst)

@@ -116,6 +116,9 @@ class Connection(HttpConnection[Request]):
         self.server = server
         self.started = False  # whether the current request's response head went out
         self._headers: dict[str, str] = {}
+        self._max_head = server.limits.max_head
+        # Kept: asyncio.get_running_loop() makes a getpid() system call on every call (3.11).
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -124,18 +127,22 @@ class Connection(HttpConnection[Request]):
             self.reject(503, f"too many connections (limit {limit})", "too_many_connections")
 
     # -- httptools callbacks ---------------------------------------------------------------
+    # Once per request (on_header once per header): no super() objects, no helper calls.
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpConnection.on_message_begin(self)
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
-        if self._head_size > self.limits.max_head:
+        size = self._head_size + len(name) + len(value)
+        self._head_size = size
+        if size > self._max_head:
             raise Reject(431, "request header fields too large", "request_header_too_large")
         self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
-        self._head_done()
+        self._in_head = False  # HttpConnection._head_done, inlined
+        lim = self.limits
+        self.deadline = lim.now + lim.body_timeout if lim.body_timeout else 0.0
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             self._too_large = True  # read and drop the body, then answer 413
@@ -163,7 +170,7 @@ class Connection(HttpConnection[Request]):
             self.send(error_reply(404, f"no route for {req.method} {req.path}", rid, "not_found"))
             self._finished()
             return
-        self.task = asyncio.get_running_loop().create_task(self._handle(handler, req))
+        self.task = self._loop.create_task(self._handle(handler, req))
 
     async def _handle(self, handler: Handler, req: Request) -> None:
         try:

@@ -6,6 +6,13 @@ lookup runs on the digest, so its timing depends on the digest and not on how ma
 characters of the secret matched; the one comparison of the digests themselves uses
 :func:`hmac.compare_digest`. Keys are never logged: messages name the key's ``name`` only.
 
+The sha256 was most of what keys cost per request, so a key that matched once is remembered:
+:class:`Keyring` keeps the ``Authorization`` values that matched (at most ``SEEN_MAX``, only
+valid ones, forgotten on every reload) and finds a repeat with one dict lookup. That lookup
+hashes the presented string with the interpreter's per-process random SipHash key and compares
+strings only on a full hash match, so its timing tells nothing about a guess's prefix; the values
+kept are what every request in flight holds in memory anyway, and are never logged or shown.
+
 Live state (requests in flight, rate buckets) lives in :class:`KeyState`, one per key name, so a
 reload of the keys file keeps counting requests that started under the old definition.
 """
@@ -38,6 +45,7 @@ except ImportError:  # pragma: no cover - other Pythons
         _sha256 = hashlib.sha256
 
 KeyName = str
+SEEN_MAX = 4096  # remembered Authorization values (valid keys only); all forgotten when full
 
 
 class KeySpec(BaseModel):
@@ -213,6 +221,7 @@ class Keyring:
         self.states: dict[str, KeyState] = {}
         self.by_digest: dict[bytes, Key] = {}
         self.by_name: dict[str, Key] = {}
+        self._seen: dict[str, Key] = {}  # Authorization value -> its key (see the module doc)
         self._stamp: tuple[int, int, int] | None = None
         self.on_change: list[Any] = []  # callbacks(keyring) after a (re)load
         self.load()
@@ -238,6 +247,7 @@ class Keyring:
             by_digest[k.digest] = k
             by_name[k.name] = k
         self.states, self.by_digest, self.by_name = states, by_digest, by_name
+        self._seen = {}  # a removed or changed key must not stay valid
         for cb in self.on_change:
             cb(self)
 
@@ -257,12 +267,21 @@ class Keyring:
     # -- lookup -----------------------------------------------------------------------------
     def lookup(self, authorization: str | None) -> Key | None:
         """The key presented as ``Authorization: Bearer KEY``; None when unknown."""
-        if not authorization or authorization[:7] != "Bearer ":
+        if not authorization:
+            return None
+        k = self._seen.get(authorization)
+        if k is not None:
+            return k
+        if authorization[:7] != "Bearer ":
             return None
         d = _sha256(authorization[7:].encode("utf-8", "surrogateescape")).digest()
         k = self.by_digest.get(d)
         if k is None or not hmac.compare_digest(k.digest, d):
             return None
+        seen = self._seen
+        if len(seen) >= SEEN_MAX:
+            seen.clear()  # more distinct keys than that: start over (bounded, O(1) per request)
+        seen[authorization] = k
         return k
 
 

@@ -198,15 +198,26 @@ class Pool:
         if self._cooling and self._cooling[0][0] <= now:
             self._readmit(now)
         cands = self.routable.get(model)
-        if not cands:
+        if cands is None:
             return None
         if exclude:
             cands = cands.without(exclude)
-            if not cands:
-                return None
-        inst = select(cands, ctx) if len(cands) > 1 else cands.members[0]
-        if inst is not None:
-            self._dispatch(inst, now)
+        members = cands.members
+        n = len(members)
+        if not n:
+            return None
+        inst = select(cands, ctx) if n > 1 else members[0]
+        if inst is None:
+            return None
+        # _dispatch, inlined (once per request).
+        old = inst.outstanding
+        inst.on_dispatch(now)
+        for m in inst.models:
+            r = self.routable.get(m)
+            if r is not None:
+                r.moved(inst, old)
+        if (inst.max_concurrency and inst.outstanding >= inst.max_concurrency) or inst.trial_in_flight:
+            self.refresh(inst, now)
         return inst
 
     def _dispatch(self, inst: Instance, now: float) -> None:
@@ -275,6 +286,21 @@ class Pool:
     def release(self, inst: Instance) -> None:
         """Give back the slot taken on ``inst`` and hand it to the next waiter, if any."""
         cur = self.instances.get(inst.id)
+        if cur is inst:
+            # The common case, on every request: only a full instance or one on trial can become
+            # routable by this release (every other change of state refreshes itself), so the
+            # refresh is skipped when neither was the case and nobody waits.
+            old = inst.outstanding
+            was_out = inst.trial_in_flight or (inst.max_concurrency and old >= inst.max_concurrency)
+            inst.outstanding = old - 1
+            inst.trial_in_flight = False
+            for m in inst.models:
+                r = self.routable.get(m)
+                if r is not None:
+                    r.moved(inst, old)
+            if was_out or self.waiters:
+                self.wake(inst)
+            return
         if cur is not None and cur is not inst and cur.outstanding > 0:
             self._unload(cur)  # replaced while busy: the new one inherited this request's count
         self._unload(inst)

@@ -100,6 +100,8 @@ class Proxy(Admission):
         # In flight by request id. Clients choose ids: a second request with an id already in
         # flight waits in _same_id (rare) instead of replacing the first one's entry.
         self.requests = InFlight()
+        # The fast path of track/untrack, inlined in handle (both dicts are never replaced).
+        self._inflight, self._same_id = self.requests.by_id, self.requests.same_id
         self._track, self._untrack = self.requests.track, self.requests.untrack
         self.shutting_down = False
         self.ondemand: OnDemand | None = None  # set by the Router when it follows a registry
@@ -157,7 +159,7 @@ class Proxy(Admission):
         if key is not None and not (key.allows(model) or key.allows(target)):
             return self._out_of_scope(key, model, rid)
         od = self.ondemand
-        on_demand = od is not None and bool(od.entries) and target in od.entries
+        on_demand = od is not None and target in od.entries
         admitted = False
         if on_demand:
             assert od is not None
@@ -194,7 +196,8 @@ class Proxy(Admission):
             if auth:
                 head += b"\r\nAuthorization: " + auth.encode("utf-8", "surrogateescape")
         head += b"\r\nContent-Length: %d\r\n" % len(raw)
-        ctx = RequestContext(rid, body, headers.get("x-session-id"), asyncio.current_task())
+        # conn.task: this handler's task (asyncio.current_task() costs a getpid() on 3.11).
+        ctx = RequestContext(rid, body, headers.get("x-session-id"), conn.task)
         if target != model:
             ctx.rename = (json.dumps(target).encode(), json.dumps(model).encode())
         if on_demand:
@@ -202,13 +205,19 @@ class Proxy(Admission):
             return await self._route_on_demand(
                 od, key, conn, ctx, target, raw, head, stream, strip_usage, t0, admitted
             )
-        if key is None:
-            self._track(rid, ctx)
-            try:
-                return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
-            finally:
+        if key is not None:
+            return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
+        # InFlight.track/untrack inlined for the common case (an id not in flight yet).
+        inflight = self._inflight
+        if inflight.setdefault(rid, ctx) is not ctx:
+            self._track(rid, ctx)  # a client reused an id in flight: the side table
+        try:
+            return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
+        finally:
+            if inflight.get(rid) is ctx and not self._same_id:
+                del inflight[rid]
+            else:
                 self._untrack(rid, ctx)
-        return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
 
     async def _route(
         self,
@@ -231,7 +240,10 @@ class Proxy(Admission):
         limits = self._limits.get(model, self._default_limits)
         for attempt in range(settings.retries + 1):
             try:
-                inst = await pool.acquire(model, self.select, ctx, timeout, tried, name, prio)
+                # A free instance is the common case: taken without the coroutine of acquire().
+                inst = pool.try_acquire(model, self.select, ctx, tried)
+                if inst is None:
+                    inst = await pool.acquire(model, self.select, ctx, timeout, tried, name, prio)
                 if inst is None and tried:
                     # Every other instance is out: back off a little, then try any again.
                     await asyncio.sleep(0.05 * attempt * (0.5 + random.random()))
@@ -251,7 +263,7 @@ class Proxy(Admission):
                 break
             last_try = attempt == settings.retries
             try:
-                return await self._send(
+                return await self._attempt(
                     conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
                 )
             except _Attempt as exc:
@@ -259,6 +271,9 @@ class Proxy(Admission):
                 timed_out = exc.timeout
                 tried = (*tried, inst)
                 self.metrics.retry(model)
+            except _Final as exc:  # timed out, no byte sent, retry_on_timeout off: 504 at once
+                self.metrics.request(model, inst.url, 504, time.perf_counter() - t0)
+                return error(504, str(exc), rid, "upstream_timeout")
             except asyncio.CancelledError:
                 if not ctx.cancelled:
                     raise
@@ -300,28 +315,6 @@ class Proxy(Admission):
             return error(503, "the router is shutting down", ctx.request_id, "shutting_down", 1)
         self.metrics.error(model, 499)
         return error(499, f"request {ctx.request_id} was cancelled", ctx.request_id, "cancelled")
-
-    async def _send(
-        self,
-        conn: Connection,
-        ctx: RequestContext,
-        inst: Instance,
-        model: str,
-        raw: bytes,
-        head: bytes,
-        stream: bool,
-        strip_usage: bool,
-        t0: float,
-        last_try: bool,
-        limits: _Limits,
-    ) -> Reply | None:
-        try:
-            return await self._attempt(
-                conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
-            )
-        except _Final as exc:  # timed out, no byte sent, retry_on_timeout off: 504 at once
-            self.metrics.request(model, inst.url, 504, time.perf_counter() - t0)
-            return error(504, str(exc), ctx.request_id, "upstream_timeout")
 
     async def _attempt(
         self,
@@ -449,7 +442,7 @@ class Proxy(Admission):
                 conn.stream_end(sink.carry)
                 inst.on_success()
         except ConnectionResetError:
-            status = 499  # the client left; closing resp (finally in _send) stops the backend
+            status = 499  # the client left; closing resp (finally in _attempt) stops the backend
         except asyncio.CancelledError:
             if not ctx.cancelled:
                 metrics.request(model, inst.url, 499, time.perf_counter() - t0)

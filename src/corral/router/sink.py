@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from corral.httpserver import CHUNK_HEADS
 from corral.router import sse
 from corral.router.context import rename_model
 from corral.router.http import Connection
 from corral.router.upstream import Response
+
+_USAGE = b'"usage"'
+_USAGE_NULL = b'"usage":null'
 
 
 class Sink:
@@ -35,7 +39,7 @@ class Sink:
         if not chunk.endswith(b"\n"):
             cut = chunk.rfind(b"\n") + 1
             chunk, self.carry = chunk[:cut], chunk[cut:]
-        if b'"usage"' in chunk:
+        if chunk.find(_USAGE) >= 0:  # not ``in``: bytes.__contains__ raises and clears a TypeError first
             u = sse.usage_at(chunk)
             if u is not None:
                 self.usage = u
@@ -46,11 +50,27 @@ class Sink:
         return chunk
 
     def __call__(self, data: bytes) -> None:
+        # Once per relayed chunk. The common case skips cut(): whole lines, no alias to put back,
+        # and no usage object (the "usage":null that every chunk of an include_usage stream
+        # carries is none: cut() would find nothing). Connection.stream_write, _frame and
+        # paused are inlined: no Python call but this one per chunk.
+        if (
+            self.carry
+            or self.rename is not None
+            or data[-1:] != b"\n"
+            or data.count(_USAGE) != data.count(_USAGE_NULL)
+        ):
+            data = self.cut(data)
+            if not data:
+                return
         conn = self.conn
-        chunk = self.cut(data)
-        if not chunk or conn.closed:
+        transport = conn.transport
+        if conn.closed or transport is None:
             return  # a client that left is noticed by the server, which cancels the handler
-        conn.stream_write(chunk)
-        if conn.paused:
+        if conn._chunked:
+            n = len(data)
+            data = b"".join((CHUNK_HEADS[n] if n < 2048 else b"%x\r\n" % n, data, b"\r\n"))
+        transport.write(data)
+        if conn._paused:
             self.resp.pause()
             conn.on_resume = self.resp.resume

@@ -6,8 +6,9 @@ request is one pre-assembled ``bytes`` write on a pooled connection, and the res
 status, content type and body pieces straight from the parser callbacks.
 
 Timeouts cost one timer per request, not one per chunk: ``data_received`` stamps the time and the
-timer, when it fires, re-arms itself for the rest of the idle window (``first`` until the first
-body byte, ``read`` after it) or the request's deadline (``total``), whichever is sooner. This is
+timer, armed for the shortest window there may be, re-arms itself when it fires for the rest of
+the idle window (``first`` until the first body byte, ``read`` after it) or the request's deadline
+(``total``), whichever is sooner. This is
 the router's stall watchdog: a backend silent past the window is cut (``UpstreamTimeout`` with its
 ``phase``) and its connection aborted, so the backend sees the disconnect and stops generating.
 """
@@ -114,12 +115,17 @@ class Response(asyncio.Protocol):
 
     def __init__(self, target: _Target) -> None:
         self.target = target
+        # Kept: asyncio.get_running_loop() makes a getpid() system call on every call (3.11).
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.content_type = b"application/json"
         self.lost = False
         self.timed_out = False
+        self._last = 0.0
+        self._deadline: float | None = None
+        self._read_s = self._first_s = self._total_s = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -136,12 +142,8 @@ class Response(asyncio.Protocol):
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last = 0.0
-        self._deadline: float | None = None
-        self._read_s = 0.0
-        self._first_s = 0.0
-        self._total_s = 0.0
         self._sink: Callable[[bytes], None] | None = None
+        # _last, _deadline, _read_s, _first_s, _total_s: set by _start_timer before each request.
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,8 +187,7 @@ class Response(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if not self.got_body:
-            self._first_body()
+        self.got_body = True  # the watchdog's window is ``read`` from now on (see _check)
         if self._sink is not None:
             self._sink(body)
             return
@@ -224,30 +225,23 @@ class Response(asyncio.Protocol):
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         await self._waiter
 
     def _start_timer(self, t: Timeouts) -> None:
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
         self._last = now
-        self._read_s = t.read
-        self._first_s = t.first
-        self._total_s = t.total or 0.0
-        self._deadline = now + t.total if t.total else None
-        self._timer = loop.call_later(t.first if t.total is None else min(t.first, t.total), self._check)
-
-    def _first_body(self) -> None:
-        """The first token came: from now on the (usually shorter) ``read`` window applies, so
-        the timer, armed for ``first``, is brought forward when it would fire later than that."""
-        self.got_body = True
-        timer = self._timer
-        if timer is not None and self._read_s < self._first_s:
-            loop = asyncio.get_running_loop()
-            due = loop.time() + self._read_s  # the timer's own clock
-            if timer.when() > due:
-                timer.cancel()
-                self._timer = loop.call_at(due, self._check)
+        read = self._read_s = t.read
+        first = self._first_s = t.first
+        total = t.total
+        self._total_s = total or 0.0
+        self._deadline = now + total if total else None
+        # Armed for the shortest window (the first body byte may switch ``first`` to ``read``):
+        # when it fires early, _check re-arms for what is left, so on_body never touches it.
+        due = first if read >= first else read
+        if total is not None and total < due:
+            due = total
+        self._timer = self._loop.call_later(due, self._check)
 
     def _check(self) -> None:
         now = time.monotonic()
@@ -258,7 +252,7 @@ class Response(asyncio.Protocol):
             left = self._deadline - now
             phase, window = "response", self._total_s
         if left > 0:
-            self._timer = asyncio.get_running_loop().call_later(left, self._check)
+            self._timer = self._loop.call_later(left, self._check)
             return
         self._timer = None
         self._fail(UpstreamTimeout(phase, window))
@@ -274,7 +268,8 @@ class Response(asyncio.Protocol):
     async def read(self) -> bytes:
         """The whole body (reading is never paused for it: the caller wants all of it)."""
         self._whole = True
-        self.resume()
+        if self._paused:
+            self.resume()
         while not self.complete:
             await self._wait()
         data = b"".join(self._chunks)
@@ -333,9 +328,8 @@ class Response(asyncio.Protocol):
         if self.transport is None:
             return
         if self.complete and self.keep_alive and not self.lost and len(self.target.idle) < _MAX_IDLE:
-            self._reset()
-            self.parser = httptools.HttpResponseParser(self)
-            self.content_type = b"application/json"
+            self._reset()  # the parser stays: after a complete keep-alive response it is at
+            self.content_type = b"application/json"  # the start of the next one
             self.target.idle.append(self)
         else:
             self.lost = True
