@@ -207,6 +207,46 @@ def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> Non
     print(f"replica 0 healthy again {recovered_s:.1f}s after SIGKILL; {ok[0]} requests, 0 errors")
 
 
+def test_rolling_restart_under_load_loses_no_request(fleet: Fleet) -> None:
+    """`corral restart gemma --rolling` while 4 clients keep both llama.cpp replicas busy: each
+    replica is drained, restarted and taken back before the next; no request fails."""
+    sync = client(fleet)
+    before = {i: fleet.sitter_info(i)["pid"] for i in range(2)}
+    ok, errors = [0], []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                r = sync.chat.completions.create(
+                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+                )
+                assert r.choices[0].message.content
+                ok[0] += 1
+            except Exception as exc:  # counted and reported: the test asserts there are none
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: ok[0] >= 2, 60, what="load flowing")
+        t0 = time.monotonic()
+        out = fleet.corral("restart", "gemma", "--rolling", timeout=600)
+        took = time.monotonic() - t0
+        at_end = ok[0]
+        wait_until(lambda: ok[0] > at_end, 60, what="load flowing after the rolling restart")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert errors == [], errors
+    after = {i: fleet.sitter_info(i)["pid"] for i in range(2)}
+    assert all(after[i] not in (None, before[i]) for i in range(2)), (before, after)
+    print(f"rolling restart of 2 llama.cpp replicas under load: {took:.1f}s, {ok[0]} requests, 0 errors")
+
+
 def _healthy_instances(fleet: Fleet) -> set[str]:
     pat = re.compile(r'^corral_router_instance_healthy\{instance="([^"]+)"\} 1', re.MULTILINE)
     return set(pat.findall(fleet.metrics()))
