@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import psutil
 
@@ -84,36 +84,36 @@ def _capture(pid: int, extra: Iterable[psutil.Process]) -> list[psutil.Process]:
     return list(seen.values())
 
 
+def _stop_steps(pid: int, grace_s: float, extra: Iterable[psutil.Process]) -> Iterator[float]:
+    """The stop sequence, free of any way to wait: yields how long to wait before looking again
+    (so the async and the blocking stop are one sequence, waited on two ways)."""
+    procs = _capture(pid, extra)
+    _signal_all(pid, procs, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in procs):
+        yield 0.02
+    procs = [p for p in _capture(pid, procs) if _alive(p)]
+    if procs or _group_alive(pid):
+        _signal_all(pid, procs, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in procs):
+            yield 0.01
+
+
 async def stop_tree(pid: int, grace_s: float = 10, extra: Iterable[psutil.Process] = ()) -> None:
     """SIGTERM the group and tree of ``pid``, wait ``grace_s``, then SIGKILL what is left.
 
     ``extra`` adds processes known to belong to the tree (e.g. seen earlier, before their
     parent died and they were re-parented). Returns once nothing of the tree is alive.
     """
-    procs = _capture(pid, extra)
-    _signal_all(pid, procs, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in procs):
-        await asyncio.sleep(0.02)
-    procs = [p for p in _capture(pid, procs) if _alive(p)]
-    if procs or _group_alive(pid):
-        _signal_all(pid, procs, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in procs):
-            await asyncio.sleep(0.01)
+    for wait in _stop_steps(pid, grace_s, extra):
+        await asyncio.sleep(wait)
 
 
 def kill_tree(pid: int, grace_s: float = 10, extra: Iterable[psutil.Process] = ()) -> None:
-    """Blocking twin of :func:`stop_tree` for code without an event loop (signal handlers, atexit)."""
-    procs = _capture(pid, extra)
-    _signal_all(pid, procs, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in procs):
-        time.sleep(0.02)
-    procs = [p for p in _capture(pid, procs) if _alive(p)]
-    if procs or _group_alive(pid):
-        _signal_all(pid, procs, signal.SIGKILL)
-        psutil.wait_procs(procs, timeout=5)
+    """:func:`stop_tree` for code without an event loop (signal handlers, atexit, ``corral down``)."""
+    for wait in _stop_steps(pid, grace_s, extra):
+        time.sleep(wait)
 
 
 def kill_now(pid: int, extra: Iterable[psutil.Process] = ()) -> list[psutil.Process]:
