@@ -156,27 +156,10 @@ async def test_concurrent_requests_spread_over_both_replicas(fleet: Fleet) -> No
 def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> None:
     """4 clients keep both replicas busy; replica 0's llama.cpp is SIGKILLed mid-request; the
     router retries on replica 1, the sitter restarts replica 0, the router takes it back."""
-    sync = client(fleet)
     old = fleet.sitter_info(0)
     old_pid, old_restarts = int(old["pid"]), int(old["restarts"])  # type: ignore[call-overload]
     url0 = fleet.backend_url(0)
-    ok, errors = [0], []
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                r = sync.chat.completions.create(
-                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-                )
-                assert r.choices[0].message.content
-                ok[0] += 1
-            except Exception as exc:  # counted and reported: the test asserts there are none
-                errors.append(repr(exc))
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
+    ok, errors, stop, threads = _load(client(fleet), 4)
     try:
         wait_until(lambda: ok[0] >= 2, 60, what="load flowing")
         wait_until(lambda: in_flight(fleet).get(url0) == 1, 30, interval=0.01, what="a request on replica 0")
@@ -210,25 +193,8 @@ def test_sigkill_of_one_replica_under_load_loses_no_request(fleet: Fleet) -> Non
 def test_rolling_restart_under_load_loses_no_request(fleet: Fleet) -> None:
     """`corral restart gemma --rolling` while 4 clients keep both llama.cpp replicas busy: each
     replica is drained, restarted and taken back before the next; no request fails."""
-    sync = client(fleet)
     before = {i: fleet.sitter_info(i)["pid"] for i in range(2)}
-    ok, errors = [0], []
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                r = sync.chat.completions.create(
-                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
-                )
-                assert r.choices[0].message.content
-                ok[0] += 1
-            except Exception as exc:  # counted and reported: the test asserts there are none
-                errors.append(repr(exc))
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
+    ok, errors, stop, threads = _load(client(fleet), 4)
     try:
         wait_until(lambda: ok[0] >= 2, 60, what="load flowing")
         t0 = time.monotonic()
@@ -245,6 +211,29 @@ def test_rolling_restart_under_load_loses_no_request(fleet: Fleet) -> None:
     after = {i: fleet.sitter_info(i)["pid"] for i in range(2)}
     assert all(after[i] not in (None, before[i]) for i in range(2)), (before, after)
     print(f"rolling restart of 2 llama.cpp replicas under load: {took:.1f}s, {ok[0]} requests, 0 errors")
+
+
+def _load(sync: OpenAI, clients: int) -> tuple[list[int], list[str], threading.Event, list[threading.Thread]]:
+    """``clients`` threads sending chat requests until the event is set: (ok count, errors, the
+    event, the threads)."""
+    ok, errors = [0], []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                r = sync.chat.completions.create(
+                    model=ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+                )
+                assert r.choices[0].message.content
+                ok[0] += 1
+            except Exception as exc:  # counted and reported: the tests assert there are none
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    return ok, errors, stop, threads
 
 
 def _healthy_instances(fleet: Fleet) -> set[str]:
