@@ -15,11 +15,11 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 
 from corral.errors import CorralError
 from corral.mock.config import MockConfig
 from corral.mock.server import bind_socket, run_one
+from corral.proc.tree import stop_forked
 
 _PR_SET_PDEATHSIG = 1
 _GRACE_S = 5.0
@@ -86,27 +86,5 @@ def run_workers(config: MockConfig) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop_all(pids)
+        stop_forked(pids, _GRACE_S)
     return code
-
-
-def _stop_all(pids: list[int]) -> None:
-    """SIGTERM every worker, wait up to the grace period, SIGKILL what is left, reap all."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _GRACE_S
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done == 0:
-                    continue
-            alive.discard(pid)
-        time.sleep(0.02)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)

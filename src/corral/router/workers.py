@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from corral.errors import CorralError
+from corral.proc.tree import stop_forked
 from corral.router.config import RouterSettings
 
 _PR_SET_PDEATHSIG = 1
@@ -114,27 +115,5 @@ def run_workers(settings: RouterSettings) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop_all(list(pids), max(_GRACE_S, settings.drain_timeout_s + 3))  # each worker drains
+        stop_forked(list(pids), max(_GRACE_S, settings.drain_timeout_s + 3))  # each worker drains
         shutil.rmtree(peers, ignore_errors=True)
-
-
-def _stop_all(pids: list[int], grace_s: float = _GRACE_S) -> None:
-    """SIGTERM every worker, wait up to ``grace_s``, SIGKILL what is left, reap all."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done == 0:
-                    continue
-            alive.discard(pid)
-        time.sleep(0.02)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
