@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/routing_quality.py [--sessions 120] [--turns 6] [--concurrency 16]
         [--variants base,slow,hot,plain,think] [--systems round_robin,...,sglang] [--json FILE]
-    .venv/bin/python bench/routing_quality.py --short      # the smoke test's size (seconds)
+    .venv/bin/python bench/routing_quality.py --short      # the smoke test's size (seconds;
+                                                           # shared mocks, 1 ms per token)
 
 Workload (seeded, the same for every system): ``--sessions`` users, each a chat of ``--turns``
 turns; each session opens with one of 4 shared system prompts (300/500/700/900 words, picked
@@ -21,8 +22,9 @@ Systems: corral's router with each policy, and SGLang's router (``sglang-router`
 dependency) with its ``cache_aware`` policy, on the same mocks. Reported per system: the prefix
 cache hit rate (hit tokens / prompt tokens, from the mocks' vLLM counters), the ceiling (one
 infinite cache seeing every prompt), TTFT p50/p99 (streams: first content byte; non-streamed:
-the whole answer), requests/s, and the share of requests of each replica (max/min, and the
-slow replica's share).
+the whole answer; "warm": less the first turns of the first ``--concurrency`` sessions, which
+meet empty caches at once whatever the router does), requests/s, and the share of requests of
+each replica (max/min, and the slow replica's share).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def router_argv(system: str, port: int, workers: list[str]) -> list[str]:
 @dataclass
 class Result:
     ttft: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)  # less the cold start's first wave
     errors: int = 0
     requests: int = 0
     seconds: float = 0.0
@@ -162,7 +165,12 @@ async def run_sessions(
     todo = list(sessions)
     rng = random.Random(a.seed + 1)
 
-    async def turn(messages: list[dict[str, str]], tokens: int) -> str:
+    def took(seconds: float, sid: int, t: int) -> None:
+        res.ttft.append(seconds)
+        if t or sid >= a.concurrency:  # the first wave meets empty caches whatever the router
+            res.warm.append(seconds)
+
+    async def turn(messages: list[dict[str, str]], tokens: int, sid: int, t: int) -> str:
         body = {
             "model": "m",
             "messages": messages,
@@ -179,7 +187,7 @@ async def run_sessions(
                 return ""
             if not stream:
                 doc = await r.json()
-                res.ttft.append(time.perf_counter() - t0)
+                took(time.perf_counter() - t0, sid, t)
                 return str(doc["choices"][0]["message"]["content"])
             parts: list[str] = []
             first = True
@@ -193,7 +201,7 @@ async def run_sessions(
                     delta = json.loads(line[6:])["choices"]
                     if delta and delta[0]["delta"].get("content"):
                         if first:
-                            res.ttft.append(time.perf_counter() - t0)
+                            took(time.perf_counter() - t0, sid, t)
                             first = False
                         parts.append(delta[0]["delta"]["content"])
             return "".join(parts)
@@ -206,7 +214,7 @@ async def run_sessions(
                 if t and think:
                     await asyncio.sleep(rng.uniform(0, 0.4))
                 messages.append({"role": "user", "content": text})
-                answer = await turn(messages, sess.answer_tokens[t])
+                answer = await turn(messages, sess.answer_tokens[t], sess.sid, t)
                 res.requests += 1
                 messages.append({"role": "assistant", "content": answer})
 
@@ -245,10 +253,20 @@ def ceiling(prompts: list[str]) -> float:
 
 
 async def one(
-    s: aiohttp.ClientSession, a: argparse.Namespace, variant: str, system: str, mocks: list[str], salt: str
+    s: aiohttp.ClientSession,
+    a: argparse.Namespace,
+    variant: str,
+    system: str,
+    mocks: list[str],
+    salt: str,
+    started: tuple[int, subprocess.Popen[bytes]] | None = None,
 ) -> dict[str, Any]:
-    port = free_port()
-    router = spawn(router_argv(system, port, mocks), a.log)
+    """One system's run on ``mocks`` (its router started here, or ``started``: (port, process))."""
+    if started is None:
+        port = free_port()
+        router = spawn(router_argv(system, port, mocks), a.log)
+    else:
+        port, router = started
     base = f"http://127.0.0.1:{port}"
     try:
         if system == "sglang":
@@ -271,6 +289,7 @@ async def one(
         "ceiling": ceiling(res.prompts),
         "ttft_p50_ms": pct(res.ttft, 0.5),
         "ttft_p99_ms": pct(res.ttft, 0.99),
+        "ttft_p99_warm_ms": pct(res.warm, 0.99),
         "req_per_s": res.requests / res.seconds if res.seconds else float("nan"),
         "max_share": max(per) / total,
         "min_share": min(per) / total,
@@ -303,28 +322,43 @@ async def main(a: argparse.Namespace) -> list[dict[str, Any]]:
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
         for variant in a.variants:
-            shared: tuple[list[str], list[Any]] | None = None
+            if a.short:
+                rows += await short_variant(s, a, variant)
+                continue
             for n, system in enumerate(a.systems):
-                if a.short:  # one set of mocks for all systems; prompts salted apart
-                    shared = shared or await start_mocks(s, a, variant)
-                    mocks, procs = shared
-                else:
-                    mocks, procs = await start_mocks(s, a, variant)
+                mocks, procs = await start_mocks(s, a, variant)
                 try:
                     row = await one(s, a, variant, system, mocks, salt=f"r{n}")
                 finally:
-                    if not a.short:
-                        stop(procs)
+                    stop(procs)
                 rows.append(row)
                 print(table([row], head=False), flush=True)
-            if shared is not None:
-                stop(shared[1])
+    return rows
+
+
+async def short_variant(
+    s: aiohttp.ClientSession, a: argparse.Namespace, variant: str
+) -> list[dict[str, Any]]:
+    """The smoke test's way: one set of mocks for every system (prompts salted apart), and every
+    router started at once, so that their start-up overlaps (seconds, not minutes)."""
+    mocks, procs = await start_mocks(s, a, variant)
+    routers: list[tuple[int, subprocess.Popen[bytes]]] = []
+    rows = []
+    try:
+        for system in a.systems:
+            port = free_port()
+            routers.append((port, spawn(router_argv(system, port, mocks), a.log)))
+        for n, system in enumerate(a.systems):
+            rows.append(await one(s, a, variant, system, mocks, salt=f"r{n}", started=routers[n]))
+            print(table(rows[-1:], head=False), flush=True)
+    finally:
+        stop([p for _, p in routers] + procs)
     return rows
 
 
 HEAD = (
-    "| variant | system | hit rate (ceiling) | TTFT p50 ms | TTFT p99 ms | req/s "
-    "| max / min share | replica 0 share | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| variant | system | hit rate (ceiling) | TTFT p50 ms | TTFT p99 ms | p99 warm ms | req/s "
+    "| max / min share | replica 0 share | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -333,7 +367,8 @@ def table(rows: list[dict[str, Any]], head: bool = True) -> str:
     for r in rows:
         out.append(
             f"| {r['variant']} | {r['system']} | {r['hit_rate']:.1%} ({r['ceiling']:.1%}) "
-            f"| {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['req_per_s']:.1f} "
+            f"| {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['ttft_p99_warm_ms']:.0f} "
+            f"| {r['req_per_s']:.1f} "
             f"| {r['max_share']:.0%} / {r['min_share']:.0%} | {r['replica0_share']:.0%} | {r['errors']} |"
         )
     return "\n".join(out)
@@ -348,7 +383,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--systems", default=",".join((*CORRAL_POLICIES, "sglang")))
     ap.add_argument("--cache-tokens", type=int, default=32768)
     ap.add_argument("--prefill-ms", type=float, default=0.1, help="per uncached prompt token")
-    ap.add_argument("--itl-ms", type=float, default=4.0)
+    ap.add_argument("--itl-ms", type=float, default=None, help="per output token (4; 1 with --short)")
     ap.add_argument("--ttft-ms", type=float, default=2.0)
     ap.add_argument("--max-num-seqs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
@@ -356,6 +391,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--log", default=None, help="append the children's output to this file")
     a = ap.parse_args(argv)
+    if a.itl_ms is None:
+        a.itl_ms = 1.0 if a.short else 4.0
     if a.short:
         a.sessions, a.turns, a.concurrency = 8, 3, 4
         if "--variants" not in (argv or sys.argv):

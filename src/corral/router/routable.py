@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from corral.router.instance import Instance
 
@@ -24,7 +25,7 @@ from corral.router.instance import Instance
 class Routable:
     """The routable instances of one model (all mutation on the event loop, by the pool)."""
 
-    __slots__ = ("_buckets", "_ids", "_low", "_pos", "generation", "instances", "members")
+    __slots__ = ("_buckets", "_ids", "_low", "_pos", "generation", "instances", "members", "ring")
 
     def __init__(self, members: Iterable[Instance] = (), instances: list[Instance] | None = None) -> None:
         self.members: list[Instance] = []
@@ -38,6 +39,9 @@ class Routable:
             self.add(inst)
         self.instances: list[Instance] = list(self.members) if instances is None else instances
         self.generation = 0  # bumped when ``instances`` changes
+        # prefix_affinity's consistent-hash ring over ``instances``, kept here so that a change
+        # of the instances moves only the points of those that came or went.
+        self.ring: Any = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -118,4 +122,5 @@ class Routable:
         skip = set(exclude)
         out = Routable((i for i in self.members if i not in skip), self.instances)
         out.generation = self.generation
+        out.ring = self.ring
         return out
