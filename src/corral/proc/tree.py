@@ -8,7 +8,6 @@ create time) before any signal, so grandchildren that escaped the group with set
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -125,29 +124,6 @@ def kill_now(pid: int, extra: Iterable[psutil.Process] = ()) -> list[psutil.Proc
     procs = [p for p in extra if p.pid != pid and _alive(p)]
     _signal_all(pid, procs, signal.SIGKILL)
     return procs
-
-
-def stop_forked(pids: list[int], grace_s: float) -> None:
-    """SIGTERM every forked worker (our own children, by PID), wait up to ``grace_s``, SIGKILL
-    what is left, reap all (the router's and the mock's ``--workers N`` parents)."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done == 0:
-                    continue
-            alive.discard(pid)
-        time.sleep(0.02)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -15,11 +15,8 @@ concurrency limits (each worker enforces ``max_concurrency`` on its own share; d
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -27,20 +24,11 @@ import time
 from pathlib import Path
 
 from corral.errors import CorralError
-from corral.proc.tree import stop_forked
+from corral.proc import forked
 from corral.router.config import RouterSettings
 
-_PR_SET_PDEATHSIG = 1
 _GRACE_S = 10.0
 _RESTART_DELAY_S = 0.5
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    raise _Stop
 
 
 def _check_port(settings: RouterSettings) -> None:
@@ -55,46 +43,16 @@ def _check_port(settings: RouterSettings) -> None:
             raise CorralError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
 
 
-def _child(settings: RouterSettings, index: int, parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    code = 0
-    try:
-        from corral.router.app import run_one
-
-        run_one(settings, worker_index=index)
-    except CorralError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        code = 2
-    except BaseException:  # a forked child must never return into the parent's code
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        os._exit(code)
-
-
 def run_workers(settings: RouterSettings) -> int:
     """Fork ``settings.processes`` workers and supervise them until signalled; the exit code."""
     _check_port(settings)
     peers = Path(tempfile.mkdtemp(prefix="corral-router-"))
     os.environ["CORRAL_ROUTER_PEERS_DIR"] = str(peers)
-    parent = os.getpid()
     pids: dict[int, int] = {}  # pid -> worker index
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
+    forked.stop_on_signals()
 
     def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            _child(settings, index, parent)
-        pids[pid] = index
+        pids[forked.fork(lambda: _serve(settings, index))] = index
 
     try:
         for i in range(settings.processes):
@@ -110,10 +68,15 @@ def run_workers(settings: RouterSettings) -> int:
             print(f"router worker {index} (pid {pid}) exited with {code}; restarting it", file=sys.stderr)
             time.sleep(_RESTART_DELAY_S)
             spawn(index)
-    except _Stop:
+    except forked.Stop:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop_forked(list(pids), max(_GRACE_S, settings.drain_timeout_s + 3))  # each worker drains
+        forked.ignore_signals()
+        forked.stop_forked(list(pids), max(_GRACE_S, settings.drain_timeout_s + 3))  # each worker drains
         shutil.rmtree(peers, ignore_errors=True)
+
+
+def _serve(settings: RouterSettings, index: int) -> None:
+    from corral.router.app import run_one
+
+    run_one(settings, worker_index=index)
