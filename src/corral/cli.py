@@ -47,7 +47,12 @@ def _root(
 
 
 def _register_parts() -> None:
-    for name in _PARTS:
+    parts: tuple[str, ...] = _PARTS
+    if sys.argv[1:2] == ["router"]:
+        # Every router process (each of --workers N too) needs its own part only: the others
+        # build their options from settings models at import (the sitter's), ~2 MB of RSS.
+        parts = ("corral.router.cli",)
+    for name in parts:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -183,7 +183,9 @@ class HttpConnection(asyncio.Protocol, Generic[RequestT]):
             return
         if self._in_request:
             if self._in_head:
-                if head_before:
+                if self._head_size > self.limits.max_head:  # headers counted, the head not in yet
+                    self.reject(431, "request header fields too large", "request_header_too_large")
+                elif head_before:
                     # httptools buffers a header until it is complete: bound what it may hold.
                     self._head_raw += len(data)
                     if self._head_raw > 2 * self.limits.max_head:

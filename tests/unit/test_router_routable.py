@@ -86,3 +86,24 @@ def test_every_policy_selects_among_routable_only() -> None:
             inst = pool.try_acquire("m", select, None)
             assert inst is not None and inst.url in ok
             pool.release(inst)
+
+
+def test_a_lone_member_keeps_no_buckets_and_is_filed_afresh_when_a_second_comes() -> None:
+    pool = Pool()
+    select = load("least_outstanding")
+    a = _add(pool, 1)
+    for _ in range(5):
+        assert pool.try_acquire("m", select, None) is a  # alone: no policy, no bucket moves
+    pool.release(a)
+    assert a.outstanding == 4
+    b = _add(pool, 2)
+    got = [pool.try_acquire("m", select, None) for _ in range(3)]
+    assert got == [b, b, b] and b.outstanding == 3  # a is filed under 4, not under 0
+    assert pool.try_acquire("m", select, None) in (a, b)  # 4 each: either
+    for _ in range(a.outstanding):
+        pool.release(a)
+    assert pool.try_acquire("m", select, None) is a
+    pool.remove(b.id)
+    pool.remove(a.id)
+    c = _add(pool, 3)
+    assert pool.try_acquire("m", select, None) is c

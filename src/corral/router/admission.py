@@ -8,6 +8,7 @@ rate and concurrency limits, counted per key, then routed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from corral.router.context import RequestContext
 from corral.router.http import Connection, Reply
@@ -16,7 +17,9 @@ from corral.router.metrics import Metrics
 from corral.router.ondemand import ModelEntry, OnDemand
 from corral.router.pool import Pool
 from corral.router.responses import error
-from corral.router.tenants import Tenants
+
+if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
+    from corral.router.tenants import Tenants
 
 
 class Admission:

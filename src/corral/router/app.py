@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from corral.errors import ConfigError
@@ -17,7 +18,6 @@ from corral.router import peers, policies
 from corral.router.admin import Admin
 from corral.router.config import RouterSettings, auth_line, auth_problem, keys_env, parse_keys
 from corral.router.discovery import Discovery
-from corral.router.engine_load import EngineLoad
 from corral.router.health import Health
 from corral.router.http import Connection, Handler, Reply, Request, Server
 from corral.router.metrics import Metrics, make_renderer
@@ -26,7 +26,10 @@ from corral.router.ondemand import OnDemand
 from corral.router.pool import Pool
 from corral.router.proxy import Proxy
 from corral.router.responses import error, json_response
-from corral.router.tenants import Tenants
+
+if TYPE_CHECKING:
+    from corral.router.engine_load import EngineLoad
+    from corral.router.tenants import Tenants
 
 log = logging.getLogger("corral.router")
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -40,7 +43,11 @@ class Router:
         self.pool = Pool(queue_size=settings.queue_size, aliases=settings.aliases)
         self.metrics = Metrics()
         self.pool.on_wait = self.metrics.queue_wait
-        self.tenants = Tenants.build(settings, api_keys)
+        self.tenants: Tenants | None = None
+        if settings.keys or settings.keys_file or api_keys:  # Tenants.build's test; lazily imported
+            from corral.router.tenants import Tenants
+
+            self.tenants = Tenants.build(settings, api_keys)
         self.outliers = Health(settings, self.pool)
         self.proxy = Proxy(
             settings,
@@ -54,7 +61,11 @@ class Router:
         self.proxy.ondemand = self.ondemand
         self.discovery = Discovery(settings, self.pool, self.ondemand)
         every = settings.engine_metrics_every()
-        self.engine_load = EngineLoad(self.pool, every) if every else None
+        self.engine_load: EngineLoad | None = None
+        if every:
+            from corral.router.engine_load import EngineLoad
+
+            self.engine_load = EngineLoad(self.pool, every)
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id, self.ondemand)
         self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants, self.ondemand)
         self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics

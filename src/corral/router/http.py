@@ -114,9 +114,9 @@ class Connection(HttpConnection[Request]):
     def __init__(self, server: Server) -> None:
         super().__init__(server.connections, server.limits)
         self.server = server
+        self._max_head = server.limits.max_head
         self.started = False  # whether the current request's response head went out
         self._headers: dict[str, str] = {}
-        self._max_head = server.limits.max_head
         # Kept: asyncio.get_running_loop() makes a getpid() system call on every call (3.11).
         self._loop = asyncio.get_running_loop()
 
@@ -133,13 +133,15 @@ class Connection(HttpConnection[Request]):
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = self._head_size + len(name) + len(value)
-        self._head_size = size
-        if size > self._max_head:
-            raise Reject(431, "request header fields too large", "request_header_too_large")
+        # Only counted here: the limit is checked once the head is in (on_headers_complete) or
+        # at the end of each read while it is not (data_received), so at most one read's worth
+        # of headers (the transport reads at most 256 KiB at a time) is held before the 431.
+        self._head_size += len(name) + len(value)
         self._headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
+        if self._head_size > self._max_head:
+            raise Reject(431, "request header fields too large", "request_header_too_large")
         self._in_head = False  # HttpConnection._head_done, inlined
         lim = self.limits
         self.deadline = lim.now + lim.body_timeout if lim.body_timeout else 0.0

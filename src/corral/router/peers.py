@@ -25,7 +25,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger("corral.router")
 
@@ -120,6 +119,8 @@ async def gather_activity(
 
 def merge(texts: Iterable[bytes]) -> bytes:
     """Prometheus exposition texts merged into one (series summed; state gauges: max)."""
+    from prometheus_client.parser import text_string_to_metric_families  # --workers only: lazily
+
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for text in texts:

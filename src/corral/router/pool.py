@@ -209,12 +209,12 @@ class Pool:
         inst = select(cands, ctx) if n > 1 else members[0]
         if inst is None:
             return None
-        # _dispatch, inlined (once per request).
+        # _dispatch, inlined (once per request); a lone member has no load buckets to keep.
         old = inst.outstanding
         inst.on_dispatch(now)
         for m in inst.models:
             r = self.routable.get(m)
-            if r is not None:
+            if r is not None and len(r.members) > 1:
                 r.moved(inst, old)
         if (inst.max_concurrency and inst.outstanding >= inst.max_concurrency) or inst.trial_in_flight:
             self.refresh(inst, now)
@@ -296,7 +296,7 @@ class Pool:
             inst.trial_in_flight = False
             for m in inst.models:
                 r = self.routable.get(m)
-                if r is not None:
+                if r is not None and len(r.members) > 1:
                     r.moved(inst, old)
             if was_out or self.waiters:
                 self.wake(inst)

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import time
+from typing import TYPE_CHECKING
 
 from corral.router import sse
 from corral.router.admission import Admission
@@ -33,7 +34,6 @@ from corral.router.ondemand import ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
 from corral.router.sink import Sink
-from corral.router.tenants import Tenants
 from corral.router.upstream import (
     ConnectError,
     Response,
@@ -43,10 +43,14 @@ from corral.router.upstream import (
     UpstreamTimeout,
 )
 
+if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
+    from corral.router.tenants import Tenants
+
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
 _FAIL_STATUS = frozenset((502, 503, 504))  # count against the circuit breaker (429 is load)
 _USAGE_PATHS = ("/v1/chat/completions", "/v1/completions")
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
+_INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 _JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
 
 
@@ -185,9 +189,18 @@ class Proxy(Admission):
         if stream and path.startswith(_USAGE_PATHS):
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage")):
-                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
                 strip_usage = True
-        if target != model or strip_usage:
+                if target == model and "stream_options" not in body and raw[:1] == b"{" and raw[1:2] != b"\0":
+                    # UTF-8 (no NUL after the brace, as UTF-16/32 would have), never empty (it
+                    # has "model"): the member goes in front, no json.dumps of a long prompt.
+                    raw = _INCLUDE_USAGE + raw[1:]
+                else:
+                    body["stream_options"] = {
+                        **(opts if isinstance(opts, dict) else {}),
+                        "include_usage": True,
+                    }
+                    raw = b""  # re-encoded below
+        if target != model or not raw:
             raw = json.dumps(body).encode()
         # The request line and headers, minus Host (per instance): one bytes write upstream.
         head = b"POST " + path.encode() + _JSON_HEAD + rid.encode("utf-8", "surrogateescape")

@@ -8,7 +8,9 @@ change calls), and indexed so that every policy selects in O(1) or O(log n):
 - ``members``: a list with O(1) add/remove (swap with the last), for round robin and sampling;
 - load buckets (``outstanding`` -> instances, in arrival order) with a moving lower bound, for
   the least loaded instance in O(1) amortised; an instance released goes to the back of its
-  bucket, so ties rotate;
+  bucket, so ties rotate. They are kept while there are two members or more: a lone member is
+  taken without asking a policy, so the pool does not move it between buckets on every
+  request; :meth:`Routable.add` files it afresh when a second one comes;
 - ``instances`` + ``generation``: every instance serving the model, routable or not, for
   structures that must not be rebuilt when one instance flaps (the consistent-hash ring).
 """
@@ -56,6 +58,12 @@ class Routable:
         """Make ``inst`` routable (no-op if it is)."""
         if inst in self._pos:
             return
+        if len(self.members) == 1:  # a second member: the lone one's bucket may be stale
+            lone = self.members[0]
+            for b in self._buckets:
+                b.pop(lone, None)
+            self._bucket(lone.outstanding)[lone] = None
+            self._low = 0
         self._pos[inst] = len(self.members)
         self._ids[inst.id] = inst
         self.members.append(inst)
@@ -74,18 +82,22 @@ class Routable:
         if last is not inst:
             self.members[i] = last
             self._pos[last] = i
-        self._bucket(inst.outstanding).pop(inst, None)
+        if not self.members:
+            self._buckets, self._low = [OrderedDict()], 0  # the lone member's may be stale
+        else:
+            self._bucket(inst.outstanding).pop(inst, None)
 
     def get(self, instance_id: str) -> Instance | None:
         """The member with this id, if it is routable now."""
         return self._ids.get(instance_id)
 
     def moved(self, inst: Instance, old: int) -> None:
-        """``inst.outstanding`` changed from ``old``: move it between load buckets.
+        """``inst.outstanding`` changed from ``old``: move it between load buckets (with two
+        members or more; the pool skips the call for a lone one).
 
         Twice per request (taken, released): ``_bucket`` inlined.
         """
-        if inst not in self._pos:
+        if len(self.members) < 2 or inst not in self._pos:
             return
         buckets = self._buckets
         if old < 0:

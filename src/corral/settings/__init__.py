@@ -10,11 +10,37 @@
 
 Each model validates once, with field-level messages; nobody copies its fields by hand. Plain
 data: this package imports nothing from the rest of corral at import time.
+
+The names below are imported on first use (PEP 562): the router imports one small submodule
+(``corral.settings.urls``) and need not build the sitter's models with it.
 """
 
-from corral.settings.generation_probe import GenerationProbe
-from corral.settings.probe import Probe
-from corral.settings.restart import RestartPolicy
-from corral.settings.sitter import SitterSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.settings.generation_probe import GenerationProbe
+    from corral.settings.probe import Probe
+    from corral.settings.restart import RestartPolicy
+    from corral.settings.sitter import SitterSettings
+
+_WHERE = {
+    "GenerationProbe": "corral.settings.generation_probe",
+    "Probe": "corral.settings.probe",
+    "RestartPolicy": "corral.settings.restart",
+    "SitterSettings": "corral.settings.sitter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["GenerationProbe", "Probe", "RestartPolicy", "SitterSettings"]
