@@ -1,7 +1,7 @@
 """Router CPU per request against the size of the fleet: 2, 100 and 1,000 instances of one model.
 
     .venv/bin/python bench/fleet_size.py [--sizes 2,100,1000] [--duration 4] [--concurrency 32]
-        [--policies round_robin,least_outstanding,power_of_two,prefix_affinity]
+        [--policies round_robin,least_outstanding,power_of_two,prefix_affinity,cache_aware]
         [--baseline /work/main/src] [--repeat 1]
 
 A registry holds N instances of model ``m1`` (healthy, long leases), registered alternately on two
@@ -9,8 +9,10 @@ real `corral mock` processes, so each instance is distinct to the router (its ow
 the machine runs only two backends. For each size and policy a router watching the registry is
 started, pinned to CPU 0 (mocks and load on the others), waits until it sees N healthy
 instances, and takes ``--concurrency`` connections of non-streamed chat for ``--duration`` s; the
-figure is the router's CPU per request. ``--baseline SRC`` also runs a second corral (its ``src``
-directory, e.g. main's) in the same run, side by side. Goal (issue 20): within +10% from 2 to
+figure is the router's CPU per request. Sizes and policies are interleaved (one registry per
+size, all up at once) and ``--repeat`` rounds give medians, so load drift is not read as a
+ratio. ``--baseline SRC`` also runs a second corral (its ``src`` directory, e.g. main's) in the
+same run, side by side. Goal (issue 20): within +10% from 2 to
 1,000 instances, for every policy.
 """
 
@@ -117,22 +119,28 @@ async def main(a: argparse.Namespace) -> None:
     try:
         for u in mock_urls:
             await wait_ready(u + "/v1/models")
-        for n in sizes:
-            rport = free_port()
-            reg = spawn(["registry", "--port", str(rport), "--log-level", "warning"], other_cpus)
-            registry = f"http://127.0.0.1:{rport}"
-            try:
-                await wait_ready(f"{registry}/health")
-                await register(registry, n, mock_urls)
-                for _ in range(a.repeat):
-                    for policy in policies:
+        # One registry per size, all up at once, and the cells interleaved (every size for a
+        # policy, then the next policy, then the next repeat): the machine's load drifts over
+        # minutes, and a size measured only at its own time would carry that drift as a ratio.
+        regs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        try:
+            for n in sizes:
+                rport = free_port()
+                reg = spawn(["registry", "--port", str(rport), "--log-level", "warning"], other_cpus)
+                regs[n] = (f"http://127.0.0.1:{rport}", reg)
+                await wait_ready(f"{regs[n][0]}/health")
+                await register(regs[n][0], n, mock_urls)
+            for _ in range(a.repeat):
+                for policy in policies:
+                    for n in sizes:
                         for name, src in systems:
                             if src and policy not in a.baseline_policies:
                                 continue  # the baseline has no such policy
-                            us = await cell(registry, n, policy, a, src, router_cpus)
+                            us = await cell(regs[n][0], n, policy, a, src, router_cpus)
                             table.setdefault((name, policy, n), []).append(us)
                             print(f"{name:8} {policy:18} n={n:5}  {us:6.1f} µs/req", flush=True)
-            finally:
+        finally:
+            for _, reg in regs.values():
                 stop(reg)
     finally:
         for m in mocks:
