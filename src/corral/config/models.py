@@ -58,6 +58,16 @@ class CorralSection(Strict):
     # default: derived from `host`, docs/multihost.md).
     advertise_host: str | None = None
     ca: str | None = None  # PEM CA bundle an https registry's certificate chains to (sitters, launcher)
+    # HTTPS on the servers `corral up` starts here (registry, router, sitters' port+1 API); the
+    # launcher's own calls to them trust `ca` (docs/multihost.md#tls).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CorralSection:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
 
 
 class RegistrySection(Strict):

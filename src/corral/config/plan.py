@@ -86,14 +86,21 @@ class _Builder:
         self.state_dir = (self.base / config.corral.state_dir).resolve()
         self.gpu_override = gpus
         self.gpu_planner: GpuPlanner | None = None  # built (inventory read) only when an entry wants GPUs
+        # TLS files are relative to corral.toml, as every path in it: the servers that read them
+        # run in other directories.
+        co = config.corral
+        self.tls_cert, self.tls_key, self.ca = (
+            str((self.base / f).resolve()) if f else None for f in (co.tls_cert, co.tls_key, co.ca)
+        )
+        self.scheme = "https" if self.tls_cert else "http"
         reg = config.registry
         self.local_registry = reg.local
-        self.registry_url = reg.url or (f"http://{self.host}:{reg.port}" if reg.local else None)
+        self.registry_url = reg.url or (f"{self.scheme}://{self.host}:{reg.port}" if reg.local else None)
         # A worker host (registry elsewhere) runs no router unless [router] enabled = true says so.
         self.run_router = config.router.enabled and (
             not reg.url or "enabled" in config.router.model_fields_set
         )
-        self.router_url = f"http://{self.host}:{config.router.port}" if self.run_router else None
+        self.router_url = f"{self.scheme}://{self.host}:{config.router.port}" if self.run_router else None
         self.processes: list[ProcessPlan] = []
         self.replicas_of: dict[str, list[str]] = {}
 
@@ -173,6 +180,8 @@ class _Builder:
             argv += ["--state-dir", str(self.state_dir / "registry")]
             if r.store != "memory":
                 argv += ["--store", r.store]
+            if self.tls_cert and self.tls_key:
+                argv += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
             self._corral_server("registry", argv, r.port, [])
             if r.token:  # through the environment: argv is visible in ps and in logs
                 self.processes[-1] = self.processes[-1].model_copy(
@@ -188,6 +197,11 @@ class _Builder:
             if self.registry_url:
                 argv += ["--registry-url", self.registry_url]
             table = router_file_table(self.c, self.base, self.local_registry)
+            # [corral] TLS serves the router too, and its CA verifies the registry (unless the
+            # [router] table says otherwise).
+            for key, value in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key), ("ca", self.ca)):
+                if value:
+                    table.setdefault(key, value)
             self._corral_server("router", argv, rt.port, self._needs_registry())
             # The router wakes on-demand models on the control API with the control token.
             control = self.control_token()
@@ -213,7 +227,7 @@ class _Builder:
         return [Dependency(name="registry", condition="started")] if self.local_registry else []
 
     def _corral_server(self, name: Kind, argv: list[str], port: int, deps: list[Dependency]) -> None:
-        url = f"http://{self.host}:{port}"
+        url = f"{self.scheme}://{self.host}:{port}"
         self.processes.append(
             ProcessPlan(
                 name=name,
@@ -311,7 +325,9 @@ class _Builder:
             "service": b.name,  # the metrics labels: service "chat", replica 1 for chat-1
             "replica": i,
             "advertise_host": self.c.corral.advertise_host,
-            "ca": self.c.corral.ca,
+            "ca": self.ca,
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
             "generation_probe": b.generation_probe,
             "park": parks_at_start(b.start, i, b.keep_warm) or None,
         }
@@ -334,7 +350,7 @@ class _Builder:
         # launcher adopts it) changes exactly when its settings do.
         settings_file = str(self.state_dir / "sitters" / name / f"settings-{settings.digest()}.json")
         argv = [self.python, "-m", "corral", "sit", "--settings", settings_file]
-        sitter_url = f"http://{self.host}:{port + 1}"
+        sitter_url = f"{self.scheme}://{self.host}:{port + 1}"
         return ProcessPlan(
             name=name,
             kind="sitter",
@@ -485,7 +501,8 @@ class _Builder:
             token=token,
             registry_url=self.registry_url,
             registry_token=self.c.registry.token,
-            ca=self.c.corral.ca,
+            ca=self.ca,
+            tls=self.tls_cert is not None,
             router_url=self.router_url,
             processes=[by_name[n] for n in order],
             gpu_free=self._gpu_free(),

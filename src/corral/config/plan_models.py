@@ -5,6 +5,8 @@ Data only; :mod:`corral.config.plan` computes them from the config.
 
 from __future__ import annotations
 
+import functools
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -72,7 +74,17 @@ class Plan(BaseModel):
     processes: list[ProcessPlan]
     registry_token: str | None = None  # for the launcher's own registry calls
     ca: str | None = None  # PEM CA bundle for an https registry
+    tls: bool = False  # the registry, router and sitter APIs started here serve HTTPS
     gpu_free: dict[int, int | None] = {}  # the inventory placement saw (free bytes, None = unknown)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the servers started here serve TLS, else ``http``."""
+        return "https" if self.tls else "http"
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """The context the launcher's own clients verify its servers (and the registry) with."""
+        return _client_ssl(self.ca)
 
     def get(self, name: str) -> ProcessPlan | None:
         """The process called ``name``, or None."""
@@ -91,3 +103,10 @@ class Plan(BaseModel):
         for p in self.processes:  # already in start order
             level[p.name] = 1 + max((level.get(d.name, -1) for d in p.depends_on), default=-1)
         return level
+
+
+@functools.lru_cache(maxsize=4)
+def _client_ssl(ca: str | None) -> ssl.SSLContext | None:
+    from corral.tls import client_context
+
+    return client_context(ca, flag="corral.ca")

@@ -245,6 +245,7 @@ def create_app(orch: Orchestrator, token: str | None, shutdown: asyncio.Event) -
                 orch.plan.registry_url,
                 registry_token=registry.token if registry else None,
                 dependencies=[Depends(auth)],
+                ssl=orch.plan.client_ssl(),
             )
         )
     else:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from corral.launcher.http_client import session
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,9 @@ class BackendWatch:
         self,
         running: Callable[[str], int | None],
         changed: Callable[[str], None],
+        ssl: ssl_.SSLContext | None = None,
     ) -> None:
+        self.ssl = ssl  # verifies sitters that serve HTTPS ([corral] tls_cert)
         self.urls: dict[str, str] = {}  # process name -> its sitter's /health URL
         self.running = running
         self.changed = changed
@@ -123,7 +128,7 @@ class BackendWatch:
 
     def _spawn(self, name: str) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+            self._session = session(self.ssl, timeout=_TIMEOUT)
         self._tasks[name] = asyncio.create_task(self._poll(name), name=f"backend {name}")
 
     def poke(self, name: str) -> None:

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral.errors import error_body
+from corral.launcher.http_client import session
 
 _CIRCUIT = {0: "closed", 1: "half_open", 2: "open"}
 _GAUGES = (
@@ -166,8 +168,16 @@ def summarize(a: Scrape, b: Scrape) -> dict[str, Any]:
 class RouterStats:
     """Scrapes the router on demand and keeps a window of per-interval summaries."""
 
-    def __init__(self, router_url: str, *, interval_s: float = 2.0, window_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        router_url: str,
+        *,
+        interval_s: float = 2.0,
+        window_s: float = 600.0,
+        ssl: SSLContext | None = None,
+    ) -> None:
         self.metrics_url = router_url.rstrip("/") + "/metrics"
+        self.ssl = ssl
         self.interval_s = interval_s
         self.window_s = window_s
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(2, int(window_s / interval_s) + 1))
@@ -180,7 +190,7 @@ class RouterStats:
         """Fetch and parse ``/metrics`` once; None (and ``error`` set) when the router is away."""
         try:
             async with (
-                aiohttp.ClientSession(timeout=_TIMEOUT) as http,
+                session(self.ssl, timeout=_TIMEOUT) as http,
                 http.get(self.metrics_url) as resp,
             ):
                 if resp.status != 200:
@@ -224,13 +234,13 @@ class RouterStats:
 
 
 async def _registry_backends(
-    registry_url: str, token: str | None, kind: str = "backend"
+    registry_url: str, token: str | None, kind: str = "backend", ssl: SSLContext | None = None
 ) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = registry_url.split(",")[0].rstrip("/") + f"/v1/instances?kind={kind}"  # a,b: the first
     try:
         async with (
-            aiohttp.ClientSession(timeout=_TIMEOUT) as http,
+            session(ssl, timeout=_TIMEOUT) as http,
             http.get(url, headers=headers) as resp,
         ):
             if resp.status != 200:
@@ -297,12 +307,13 @@ def dashboard_router(
     window_s: float = 600.0,
     include_overview: bool = True,
     dependencies: Sequence[params.Depends] | None = None,
+    ssl: SSLContext | None = None,
 ) -> APIRouter:
     """FastAPI routes ``GET /api/router/stats`` (and ``GET /api/router`` when ``include_overview``).
 
     ``dependencies`` carries the launcher's auth check when reads need the control token.
     """
-    stats = RouterStats(router_url, interval_s=interval_s, window_s=window_s)
+    stats = RouterStats(router_url, interval_s=interval_s, window_s=window_s, ssl=ssl)
     api = APIRouter(prefix="/api/router", tags=["dashboard"], dependencies=list(dependencies or []))
 
     @api.get("/stats")
@@ -323,8 +334,8 @@ def dashboard_router(
             entries: list[dict[str, Any]] = []
             if registry_url:
                 backends, entries = await asyncio.gather(
-                    _registry_backends(registry_url, registry_token),
-                    _registry_backends(registry_url, registry_token, "model"),
+                    _registry_backends(registry_url, registry_token, ssl=ssl),
+                    _registry_backends(registry_url, registry_token, "model", ssl=ssl),
                 )
             gauges = stats.last.instances if stats.last is not None else {}
             return JSONResponse({**overview(backends, gauges, entries), "error": stats.error})

@@ -65,7 +65,11 @@ class Drainer:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self.router_token}"} if self.router_token else {}
-            self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=5))
+            from corral.launcher.http_client import session
+
+            self._session = session(
+                self.plan.client_ssl(), headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+            )
         return self._session
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from corral import promtext
 from corral.config import Plan
+from corral.launcher.http_client import session
 
 SCRAPE_TIMEOUT_S = 5.0
 _WILDCARDS = ("", "0.0.0.0", "::")
@@ -28,10 +29,10 @@ def targets(plan: Plan) -> dict[str, str]:
     out: dict[str, str] = {}
     router = plan.get("router")
     if router is not None and router.kind == "router" and "api" in router.ports:
-        out["router"] = f"http://{host}:{router.ports['api']}/metrics"
+        out["router"] = f"{plan.scheme}://{host}:{router.ports['api']}/metrics"
     for p in plan.processes:
         if p.kind == "sitter" and "sitter" in p.ports:
-            out[p.name] = f"http://{host}:{p.ports['sitter']}/metrics"
+            out[p.name] = f"{plan.scheme}://{host}:{p.ports['sitter']}/metrics"
     return out
 
 
@@ -49,8 +50,8 @@ async def union(plan: Plan, gpu_registry: Any) -> bytes:
     """Prometheus text of the router, the sitters (and engines) and the GPUs of ``plan``."""
     sources = targets(plan)
     timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        results = await asyncio.gather(*(_fetch(session, url) for url in sources.values()))
+    async with session(plan.client_ssl(), timeout=timeout) as http:
+        results = await asyncio.gather(*(_fetch(http, url) for url in sources.values()))
     gpu = await asyncio.to_thread(lambda: list(gpu_registry.collect()))
     up = GaugeMetricFamily(
         "corral_fleet_scrape_up", "1 when the launcher's scrape of this source answered.", labels=["target"]

@@ -138,7 +138,7 @@ class OnDemandModels:
         self._tasks: list[asyncio.Task[None]] = []
         self._idle_task: asyncio.Task[None] | None = None
         self._waking: set[asyncio.Task[None]] = set()  # sitters starting, to unpark once up
-        self.parking = Parking()
+        self.parking = Parking(plan.client_ssl())
         self._index()
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self.evicting: dict[str, asyncio.Task[None]] = {}
@@ -170,7 +170,9 @@ class OnDemandModels:
             return
         from corral.registry import RegistryClient
 
-        self._client = RegistryClient(self.plan.registry_url, token=self.registry_token)
+        self._client = RegistryClient(
+            self.plan.registry_url, token=self.registry_token, ssl=self.plan.client_ssl()
+        )
         for g in self.groups.values():
             self._announce(g)
         self._tasks.append(asyncio.create_task(self._follow()))
@@ -424,7 +426,9 @@ class OnDemandModels:
         if self._activity_url is None:
             return None
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+            from corral.launcher.http_client import session
+
+            self._session = session(self.plan.client_ssl(), timeout=aiohttp.ClientTimeout(total=2.0))
         act = await _activity(self._session, self._activity_url, self._router_headers)
         if act is not None:
             self.activity = act

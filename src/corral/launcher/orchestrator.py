@@ -93,7 +93,7 @@ class Orchestrator:
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self.busy: dict[str, str] = {}  # process -> what a rolling restart / reload does to it
         # A sitter's views show its backend, as the sitter's /health says (corral.launcher.backends).
-        self.backends = BackendWatch(self._sitter_pid, self._backend_changed)
+        self.backends = BackendWatch(self._sitter_pid, self._backend_changed, plan.client_ssl())
         self._shown: dict[str, tuple[Any, ...]] = {}  # sitter name -> what its last event showed
         for p in plan.processes:
             self._watch_backend(p)
@@ -126,7 +126,9 @@ class Orchestrator:
     # -- sitters: their backends' state ----------------------------------------------------------
     def _watch_backend(self, p: ProcessPlan) -> None:
         if p.kind == "sitter" and "sitter" in p.ports:
-            self.backends.add(p.name, f"http://{_dial(self.plan.host)}:{p.ports['sitter']}/health")
+            self.backends.add(
+                p.name, f"{self.plan.scheme}://{_dial(self.plan.host)}:{p.ports['sitter']}/health"
+            )
 
     def _sitter_pid(self, name: str) -> int | None:
         sup = self.sups.get(name)

@@ -12,11 +12,13 @@ caller's to stop whole.
 from __future__ import annotations
 
 import logging
+import ssl as ssl_
 from typing import Any
 
 import aiohttp
 
 from corral.launcher.backends import BackendStatus, parse_health
+from corral.launcher.http_client import session
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,15 @@ _TIMEOUT = aiohttp.ClientTimeout(total=120.0, sock_connect=2.0)
 class Parking:
     """Admin calls to the sitters of on-demand replicas, and which of them are parked."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl: ssl_.SSLContext | None = None) -> None:
         self.parked: set[str] = set()  # process names whose engine we stopped on purpose
+        self.ssl = ssl
         self._session: aiohttp.ClientSession | None = None
 
     async def call(self, health_url: str, action: str, token: str | None) -> BackendStatus | str:
         """``POST {sitter}/{action}`` (start or stop): the backend's status after it, or why not."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+            self._session = session(self.ssl, timeout=_TIMEOUT)
         url = health_url.removesuffix("/health") + "/" + action
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:

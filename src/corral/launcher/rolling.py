@@ -93,13 +93,14 @@ def surge_plan(p: ProcessPlan, port: int) -> ProcessPlan | None:
     settings = p.sitter.model_copy(update={"port": port, "name": name, "state_dir": state_dir, "park": False})
     file = f"{state_dir}/settings-{settings.digest()}.json"
     host = settings.host
+    scheme = "https" if settings.tls_cert else "http"  # the sitter API; the engine stays http
     return p.model_copy(
         update={
             "name": name,
             "argv": [*p.argv[:-1], file],
             "ports": {"api": port, "sitter": port + 1},
             "url": f"http://{host}:{port}",
-            "readiness": _http_probe(f"http://{host}:{port + 1}/health", ready=True),
+            "readiness": _http_probe(f"{scheme}://{host}:{port + 1}/health", ready=True),
             "liveness": Probe(tcp=f"{host}:{port + 1}", period_s=5.0),
             "files": {file: settings.file_text()},
             "sitter": settings,

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 
 from corral.config import Plan
+from corral.launcher.http_client import session as client_session
 
 _TIMEOUT = aiohttp.ClientTimeout(total=3)
 
@@ -24,7 +25,7 @@ async def router_view(plan: Plan) -> dict[str, Any]:
     ``{"source": "registry", "instances": ...}`` from the registry, else an ``error``."""
     errors = []
     sources = (("router", "/workers", "workers"), ("registry", "/v1/instances", "instances"))
-    async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
+    async with client_session(plan.client_ssl(), timeout=_TIMEOUT) as session:
         for source, path, key in sources:
             proc = plan.get(source)
             if proc is None or not proc.url:
