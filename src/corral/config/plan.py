@@ -93,6 +93,9 @@ class _Builder:
             str((self.base / f).resolve()) if f else None for f in (co.tls_cert, co.tls_key, co.ca)
         )
         self.scheme = "https" if self.tls_cert else "http"
+        for key, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key), ("ca", self.ca)):
+            if path and not Path(path).is_file():
+                raise self.err(f"file not found: {path}", f"corral.{key}")
         reg = config.registry
         self.local_registry = reg.local
         self.registry_url = reg.url or (f"{self.scheme}://{self.host}:{reg.port}" if reg.local else None)
