@@ -93,7 +93,7 @@ class _Builder:
             str((self.base / f).resolve()) if f else None for f in (co.tls_cert, co.tls_key, co.ca)
         )
         self.scheme = "https" if self.tls_cert else "http"
-        for key, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key), ("ca", self.ca)):
+        for key, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
             if path and not Path(path).is_file():
                 raise self.err(f"file not found: {path}", f"corral.{key}")
         reg = config.registry
