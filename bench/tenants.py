@@ -7,9 +7,10 @@
 on the others): ``none`` without keys, ``keys`` with 1,000 keys in a keys file, every key with
 a model glob, ``max_concurrency``, ``rpm`` and ``tpm`` (high enough never to refuse), so each
 request pays the lookup, the scope check, admission, the usage record and the tpm charge. The
-load cycles through the 1,000 keys. The two routers are measured alternately, ``--repeat`` times,
-in one run: router CPU per request (scheduler run time of its process, as
-bench/router_overhead.py), and the difference.
+load cycles through the 1,000 keys; the warm-up sends every key once first (a key's first
+request also pays its sha256 and glob match: once per key and router process). The two routers
+are measured alternately, ``--repeat`` times, in one run: router CPU per request (scheduler run
+time of its process, as bench/router_overhead.py), and the difference.
 
 ``fairness``: a mock model with 2 slots (``max_concurrency`` 2, 20 ms per request), keys A and B
 with ``--clients`` closed-loop clients each for ``--duration`` s; first A priority 1 and B
@@ -55,9 +56,9 @@ async def drive(
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
 
-        async def worker(i: int, until: float, record: bool) -> None:
+        async def worker(i: int, until: float, record: bool, at_least: int = 0) -> None:
             j = i
-            while time.perf_counter() < until:
+            while time.perf_counter() < until or j < at_least:
                 key = keys[j % len(keys)] if keys else ""
                 j += conc
                 headers = {"Content-Type": "application/json"}
@@ -69,7 +70,9 @@ async def drive(
                     if record:
                         done.append((key, time.perf_counter() - t0, r.status))
 
-        await asyncio.gather(*(worker(i, time.perf_counter() + 0.3, False) for i in range(conc)))
+        # Warm up for 0.3 s and with every key once: a key's first request is its one-time cost
+        # (sha256 of the key, scope globs, counters); the window measures the steady state.
+        await asyncio.gather(*(worker(i, time.perf_counter() + 0.3, False, len(keys)) for i in range(conc)))
         cpu0 = tree_cpu_s(pid) if pid else 0.0
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i, t0 + duration, True) for i in range(conc)))

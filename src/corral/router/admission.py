@@ -19,6 +19,7 @@ from corral.router.pool import Pool
 from corral.router.responses import error
 
 if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
+    from corral.router.limits import Limits, Refusal
     from corral.router.tenants import Tenants
 
 
@@ -28,6 +29,9 @@ class Admission:
     tenants: Tenants | None
     metrics: Metrics
     pool: Pool
+    limits: Limits  # the tenants' (set with them)
+    _inflight: dict[str, RequestContext]
+    _same_id: dict[str, list[RequestContext]]
     _track: Callable[[str, RequestContext], None]
     _untrack: Callable[[str, RequestContext], None]
 
@@ -82,6 +86,9 @@ class Admission:
             refusal = await tenants.limits.admit_shared(key)
         if refusal is None:
             return None
+        return self._refused(key, rid, refusal)
+
+    def _refused(self, key: Key, rid: str, refusal: Refusal) -> Reply:
         self.metrics.refused(key.name, refusal.code)
         return error(429, refusal.message, rid, refusal.code, refusal.retry_after)
 
@@ -99,21 +106,35 @@ class Admission:
         admitted: bool = False,
     ) -> Reply | None:
         """Admit by the key's limits (unless already ``admitted``), count it in flight for the
-        key, then route."""
+        key, then route.
+
+        Every request of a keyed router comes here: _admit is inlined for limits kept in this
+        process (no coroutine), and so is the common case of InFlight.track/untrack.
+        """
         rid = ctx.request_id
         if key.limited and not admitted:
-            refused = await self._admit(key, rid)
-            if refused is not None:
-                return refused
+            limits = self.limits
+            refusal = limits.admit_local(key)
+            if refusal is not None:
+                return self._refused(key, rid, refusal)
+            if limits.shared and (key.rpm or key.tpm):
+                refusal = await limits.admit_shared(key)
+                if refusal is not None:
+                    return self._refused(key, rid, refusal)
         ctx.key = key
         state = key.state
         state.in_flight += 1
-        self._track(rid, ctx)
+        inflight = self._inflight
+        if inflight.setdefault(rid, ctx) is not ctx:
+            self._track(rid, ctx)  # a client reused an id in flight: the side table
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
             state.in_flight -= 1
-            self._untrack(rid, ctx)
+            if inflight.get(rid) is ctx and not self._same_id:
+                del inflight[rid]
+            else:
+                self._untrack(rid, ctx)
 
     def _out_of_scope(self, key: Key, model: str, rid: str) -> Reply:
         """403 naming the models this key may use."""

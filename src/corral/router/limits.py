@@ -114,6 +114,7 @@ class Limits:
             url, self._prefix = parse_url(store)
             self._r = aioredis.Redis.from_url(url)
             self._script = self._r.register_script(BUCKET_LUA)
+        self.shared = self._r is not None  # rates kept in Redis (shared by routers), or here
 
     def attach(self, keyring: Keyring) -> None:
         """Give each key state the buckets its spec asks for (now and after every reload)."""
@@ -126,11 +127,6 @@ class Limits:
             st = k.state
             st.rpm_bucket = _resized(st.rpm_bucket, k.rpm)
             st.tpm_bucket = _resized(st.tpm_bucket, k.tpm)
-
-    @property
-    def shared(self) -> bool:
-        """Whether rates are kept in Redis (shared by routers)."""
-        return self._r is not None
 
     async def close(self) -> None:
         """Wait for charges still on their way to Redis, then close the connection."""

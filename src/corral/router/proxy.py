@@ -99,6 +99,9 @@ class Proxy(Admission):
         self.metrics = metrics
         self.select = select
         self.tenants = tenants
+        if tenants is not None:
+            self.limits = tenants.limits
+            self._record = tenants.record  # an answer's usage, per key (bound once)
         self.forward_auth = tenants is None  # with router keys, the client's key is ours, not the backend's
         self.upstream = Upstream(dead_peer_s=settings.timeouts.connect)
         # In flight by request id. Clients choose ids: a second request with an id already in
@@ -219,7 +222,16 @@ class Proxy(Admission):
                 od, key, conn, ctx, target, raw, head, stream, strip_usage, t0, admitted
             )
         if key is not None:
-            return await self._route_keyed(key, conn, ctx, target, raw, head, stream, strip_usage, t0)
+            # Admission._route_keyed, inlined (one coroutine less on every keyed request).
+            if key.limited:
+                limits = self.limits
+                refusal = limits.admit_local(key)
+                if refusal is None and limits.shared and (key.rpm or key.tpm):
+                    refusal = await limits.admit_shared(key)
+                if refusal is not None:
+                    return self._refused(key, rid, refusal)
+            ctx.key = key
+            key.state.in_flight += 1
         # InFlight.track/untrack inlined for the common case (an id not in flight yet).
         inflight = self._inflight
         if inflight.setdefault(rid, ctx) is not ctx:
@@ -227,6 +239,8 @@ class Proxy(Admission):
         try:
             return await self._route(conn, ctx, target, raw, head, stream, strip_usage, t0)
         finally:
+            if key is not None:
+                key.state.in_flight -= 1
             if inflight.get(rid) is ctx and not self._same_id:
                 del inflight[rid]
             else:
@@ -380,7 +394,7 @@ class Proxy(Admission):
                     if usage is not None:
                         self.metrics.usage(model, *usage)
                         if ctx.key is not None:
-                            self._charge(ctx, model, usage)
+                            self._record(ctx.request_id, ctx.key, model, usage[0], usage[1])
             else:
                 inst.on_failure()
             elapsed = time.perf_counter() - t0
@@ -477,12 +491,8 @@ class Proxy(Admission):
         if sink.usage is not None:
             metrics.usage(model, *sink.usage)
             if ctx.key is not None:
-                self._charge(ctx, model, sink.usage)
+                self._record(ctx.request_id, ctx.key, model, sink.usage[0], sink.usage[1])
         metrics.request(model, inst.url, status, time.perf_counter() - t0)
-
-    def _charge(self, ctx: RequestContext, model: str, usage: tuple[int, int]) -> None:
-        assert self.tenants is not None and ctx.key is not None
-        self.tenants.record(ctx.request_id, ctx.key, model, usage[0], usage[1])
 
     # -- requests in flight (corral.router.inflight) -----------------------------------------
     def in_flight(self) -> int:

@@ -60,7 +60,10 @@ class Tenants:
     # -- per request --------------------------------------------------------------------------
     def lookup(self, authorization: str | None) -> Key | str:
         """The key presented, or the 401 message when there is none or it expired."""
-        key = self.keyring.lookup(authorization)
+        # The keyring's memo of valid keys first (Keyring.lookup's first step, inlined).
+        key = self.keyring._seen.get(authorization) if authorization else None
+        if key is None:
+            key = self.keyring.lookup(authorization)
         if key is None:
             return "invalid or missing API key"
         if key.expires_at is not None and _time() >= key.expires_at:
@@ -70,7 +73,11 @@ class Tenants:
     def record(self, request_id: str, key: Key, model: str, prompt: int, completion: int) -> None:
         """An answer's usage: counters, log, and the tpm charge."""
         self.usage.record(request_id, key.name, model, prompt, completion)
-        self.limits.charge_tokens(key, prompt + completion)
+        if key.tpm:
+            if self.limits.shared:
+                self.limits.charge_tokens(key, prompt + completion)
+            else:  # Limits.charge_tokens' local case, inlined (every answer of a tpm key)
+                key.state.tpm_bucket.tokens -= prompt + completion
 
     def allowed_models(self, key: Key, names: list[str], aliases: dict[str, str]) -> list[str]:
         """Of ``names`` (served models and aliases), those ``key`` may use (an alias: by its own
