@@ -32,6 +32,10 @@ def test_strip_usage_event_keeps_the_rest() -> None:
     chunk = b'data: {"choices":[{"x":1}],"usage":null}\n\n' + usage + b"\n\ndata: [DONE]\n\n"
     out = sse.strip_usage_event(chunk)
     assert out == b'data: {"choices":[{"x":1}],"usage":null}\n\ndata: [DONE]\n\n'
+    spaced = b'data: {"choices": [], "usage": {"prompt_tokens": 1}}'  # not the compact shape: parsed
+    assert sse.strip_usage_event(spaced + b"\n\ndata: [DONE]\n\n") == b"data: [DONE]\n\n"
+    kept = b'data: {"choices":[{"x":1}],"usage":{"prompt_tokens":1}}\n\n'  # has choices: kept
+    assert sse.strip_usage_event(kept) == kept
 
 
 def test_error_event_is_openai_shaped() -> None:

@@ -50,6 +50,7 @@ _RETRY_STATUS = frozenset((429, 502, 503, 504))
 _FAIL_STATUS = frozenset((502, 503, 504))  # count against the circuit breaker (429 is load)
 _USAGE_PATHS = ("/v1/chat/completions", "/v1/completions")
 _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
+_decode = json.JSONDecoder().decode
 _INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 _JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
 
@@ -149,7 +150,12 @@ class Proxy(Admission):
             key = found
         raw = request.body
         try:
-            body = json.loads(raw)
+            if raw[:1] == b"{" and raw[1:2] != b"\0":
+                # What json.loads(bytes) does for UTF-8 (its detect_encoding: not a BOM, no NUL
+                # in the first two bytes), minus its Python-level checks: once per request.
+                body = _decode(raw.decode("utf-8", "surrogatepass"))
+            else:
+                body = json.loads(raw)
         except UnicodeDecodeError:
             return error(400, "request body is not valid UTF-8", rid, "invalid_json")
         except ValueError:

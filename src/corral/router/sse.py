@@ -11,6 +11,8 @@ import json
 import re
 
 _USAGE = b'"usage"'
+# An event with no choices and a usage object, as vLLM, SGLang and llama.cpp write it (compact).
+_USAGE_ONLY = b'"choices":[],"usage":{'
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
@@ -37,7 +39,10 @@ def strip_usage_event(chunk: bytes) -> bytes:
     """
     out: list[bytes | None] = []
     for line in chunk.split(b"\n"):
-        if line.startswith(b"data:") and _USAGE in line:
+        if line.startswith(b"data:") and line.find(_USAGE) >= 0:
+            if line.find(_USAGE_ONLY) >= 0:  # the shape engines send, compact: no JSON parse
+                out.append(None)
+                continue
             try:
                 event = json.loads(line[5:])
             except ValueError:
