@@ -255,6 +255,10 @@ async def slow_streams(url: str, n: int, tokens: int, pid: int | None) -> dict[s
             t0 = time.perf_counter()
             try:
                 async with s.post(url, data=body, headers=headers) as r:
+                    if r.status != 200:  # an error answer is a failed stream, not one of 0 events
+                        failed += 1
+                        await r.read()
+                        return
                     first = True
                     async for data in r.content.iter_any():
                         if first:

@@ -69,8 +69,11 @@ class MockServer:
         """Listen; ``/health`` turns 200 once the startup delay has passed."""
         loop = asyncio.get_running_loop()
         self._sock = bind_socket(self.config)
+        # backlog as the router's (and uvicorn's, vLLM's server): with asyncio's 100, a burst of
+        # 1,000 connections overflows the accept queue and the dropped SYNs come back after 1 s,
+        # the router's connect timeout.
         self._server = await loop.create_server(
-            connection_factory(self.app, self.connections), sock=self._sock
+            connection_factory(self.app, self.connections), sock=self._sock, backlog=2048
         )
         if self.config.startup_delay_s > 0:
             loop.call_later(self.config.startup_delay_s, setattr, self.app, "ready", True)
