@@ -184,3 +184,29 @@ async def test_connect_refused_and_closed_before_answer() -> None:
         await up.request(url, head(up, url, "/ok", b""), b"", T)
     server.close()
     up.close()
+
+
+def test_a_connection_the_backend_closed_before_the_request_is_a_closed_upstream() -> None:
+    # A backend killed between the router's connect and its write (seen in the chaos soak):
+    # uvloop raises RuntimeError on such a write; it must be UpstreamClosed, which is retried.
+    import uvloop
+
+    from corral.router.upstream import Response, _Target
+
+    async def scenario() -> None:
+        async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.abort()
+
+        server = await asyncio.start_server(slam, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        target = _Target(f"http://127.0.0.1:{port}")
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: Response(target), "127.0.0.1", port)
+        deadline = loop.time() + 5
+        while conn.transport is not None and not conn.transport.is_closing() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        with pytest.raises(UpstreamClosed):
+            await Upstream._send(conn, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", b"")
+        server.close()
+
+    uvloop.run(scenario())

@@ -411,10 +411,17 @@ class Upstream:
 
     @staticmethod
     async def _send(conn: Response, head: bytes, body: bytes) -> Response:
-        assert conn.transport is not None
-        conn.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            conn.transport.write(body)
+        transport = conn.transport
+        # A backend killed between our connect and this write: its connection is already closed
+        # (uvloop raises on such a write). That is a closed upstream, which the proxy retries.
+        if transport is None or transport.is_closing():
+            raise UpstreamClosed("backend closed the connection before the request was sent")
+        try:
+            transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                transport.write(body)
+        except RuntimeError as exc:
+            raise UpstreamClosed(f"backend closed the connection: {exc}") from None
         while not conn.headers_done:
             await conn._wait()
         return conn
