@@ -319,3 +319,29 @@ def test_a_parked_sitter_registers_its_backend_only_once_started(procs: CorralPr
         assert r.status_code == 200 and r.json()["backend"] == "stopped"
         assert not psutil.pid_exists(pid)
         wait_until(lambda: instances(c, registry)["backend"]["state"] == "stopped", 10, what="stopped state")
+
+
+def test_sigterm_drains_the_engine_before_stopping_it(procs: CorralProcs, tmp_path: Path) -> None:
+    # A stream in flight when the sitter is told to stop (corral down, a pod deletion) arrives
+    # whole: the sitter leaves the registry at once (no new work), waits for the engine's queue
+    # (its /metrics) to empty, then stops it.
+    registry, _ = start_registry(procs, tmp_path)
+    port = free_port()
+    engine = "--itl-ms 20 --drain-s 0"  # an engine that cuts its streams on SIGTERM
+    drain = ["--drain-timeout-s", "30"]
+    sitter = start_sitter(procs, tmp_path, port, "--registry-url", registry, *drain, "--args", engine)
+    wait_backend_state(port, "healthy")
+    body = {"model": "m1", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100,
+            "stream": True, "ignore_eos": True}  # fmt: skip
+    with (
+        httpx.Client() as c,
+        c.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the stream is running
+        sitter.send_signal(signal.SIGTERM)
+        wait_until(lambda: "backend" not in instances(c, registry), 5, what="left the registry")
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]" and '"finish_reason":"length"' in rest[-2].replace(" ", ""), rest[-3:]
+    assert sitter.wait(30) == 0
+    assert _mock_backends(port) == []

@@ -332,6 +332,7 @@ class _Builder:
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
             "generation_probe": b.generation_probe,
+            "drain_timeout_s": b.drain_timeout_s,
             "park": parks_at_start(b.start, i, b.keep_warm) or None,
         }
         try:

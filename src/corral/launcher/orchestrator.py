@@ -47,7 +47,8 @@ def process_spec(p: ProcessPlan, state: StateDir) -> ProcessSpec:
         start_timeout_s=p.start_timeout_s,
         settle_s=p.settle_s,
         restart=p.restart,
-        stop_grace_s=p.stop_grace_s,
+        # On SIGTERM a sitter first drains its engine (up to drain_timeout_s), then stops it.
+        stop_grace_s=p.stop_grace_s + (p.drain_timeout_s if p.kind == "sitter" else 0),
     )
 
 

@@ -42,6 +42,9 @@ _SOFT = {
     "models",
 }
 
+# The sitter's settings that take effect at its next start, without a restart of their own.
+_SOFT_SITTER = {"drain_timeout_s"}
+
 
 @dataclass
 class PlanDiff:
@@ -73,7 +76,7 @@ def _fields(p: ProcessPlan) -> dict[str, Any]:
     if p.sitter is not None:  # compare what the sitter is told, not the digest in argv
         doc["argv"] = p.argv[:-1]
         doc["files"] = {}
-        doc["sitter"] = p.sitter.model_dump()
+        doc["sitter"] = p.sitter.model_dump(exclude=_SOFT_SITTER)
     return doc
 
 
@@ -82,7 +85,7 @@ def changed_fields(old: ProcessPlan, new: ProcessPlan) -> list[str]:
     a, b = _fields(old), _fields(new)
     out = [k for k in a if a[k] != b.get(k)]
     if "sitter" in out and old.sitter is not None and new.sitter is not None:
-        sa, sb = old.sitter.model_dump(), new.sitter.model_dump()
+        sa, sb = old.sitter.model_dump(exclude=_SOFT_SITTER), new.sitter.model_dump(exclude=_SOFT_SITTER)
         out = [k for k in out if k != "sitter"] + [f"sitter.{k}" for k in sa if sa[k] != sb.get(k)]
     return out
 

@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: int = typer.Option(
             0, help="Requests running at once; more wait in a queue (0: no limit)."
         ),
+        drain_s: float = typer.Option(
+            10.0, help="On SIGTERM, seconds requests in flight may take (0: cut them, as some engines do)."
+        ),
     ) -> None:
         """Serve a fake OpenAI-compatible API: for tests, demos and benchmarks without a GPU."""
         from corral.mock.config import MockConfig, parse_models
@@ -71,6 +74,7 @@ def register(app: typer.Typer) -> None:
             block_size=block_size,
             prefill_ms_per_token=prefill_ms_per_token,
             max_num_seqs=max_num_seqs,
+            drain_s=drain_s,
         )
         if config.workers == 1:
             from corral.mock.server import run_one

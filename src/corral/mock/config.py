@@ -45,6 +45,7 @@ class MockConfig:
     block_size: int = 16
     prefill_ms_per_token: float = 0.0
     max_num_seqs: int = 0
+    drain_s: float = 10.0  # on SIGTERM, how long requests in flight may finish (0: cut them)
     reuse_port: bool = field(default=False, repr=False)  # set for each worker when workers > 1
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class MockConfig:
             (0 <= self.port <= 65535, "--port", "must be 0..65535"),
             (self.ttft_ms >= 0, "--ttft-ms", "must be >= 0"),
             (self.itl_ms >= 0, "--itl-ms", "must be >= 0"),
+            (self.drain_s >= 0, "--drain-s", "must be >= 0"),
             (self.max_tokens >= 1, "--max-tokens", "must be >= 1"),
             (self.startup_delay_s >= 0, "--startup-delay-s", "must be >= 0"),
             (0.0 <= self.fail_rate <= 1.0, "--fail-rate", "must be between 0 and 1"),

@@ -35,9 +35,6 @@ def bind_socket(config: MockConfig) -> socket.socket:
     return sock
 
 
-DRAIN_S = 10.0  # how long a stopping mock lets requests in flight finish
-
-
 class MockServer:
     """One process's mock server, usable in-process::
 
@@ -130,7 +127,7 @@ async def serve(config: MockConfig) -> None:
     )
     try:
         await stop.wait()
-        await server.drain(DRAIN_S)  # SIGTERM: finish what is in flight first
+        await server.drain(config.drain_s)  # SIGTERM: finish what is in flight first
     finally:
         await server.close()
 

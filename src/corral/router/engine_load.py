@@ -17,38 +17,14 @@ import time
 
 import aiohttp
 
+from corral.engine_queue import queue_length
 from corral.router.instance import Instance
 from corral.router.pool import Pool
 
-QUEUE_METRICS = frozenset(
-    (
-        "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
-        "sglang:num_running_reqs",
-        "sglang:num_queue_reqs",
-        "llamacpp:requests_processing",
-        "llamacpp:requests_deferred",
-    )
-)
+__all__ = ["EngineLoad", "queue_length"]
+
 _PARALLEL = 32
 _TIMEOUT = aiohttp.ClientTimeout(total=2.0)
-
-
-def queue_length(text: str) -> float | None:
-    """Running + waiting requests in a Prometheus text page (summed over labels); None: no such metric."""
-    total: float | None = None
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        name_end = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=-1)
-        if name_end < 0 or line[:name_end] not in QUEUE_METRICS:
-            continue
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        total = (total or 0.0) + value
-    return total
 
 
 class EngineLoad:

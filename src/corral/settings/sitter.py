@@ -108,6 +108,12 @@ class SitterSettings(BaseModel):
         " loop, whatever --max-restarts says).",
     )
     heartbeat_interval: float = Field(30.0, gt=0, description="Registry heartbeat seconds; lease 3x.")
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, after leaving the registry: wait up to this long for the engine's"
+        " running and queued requests (from its /metrics) to finish before stopping it (0: stop at once).",
+    )
     park: bool = Field(
         False,
         description="Start with the backend stopped (parked) until POST /start: an on-demand model's"

@@ -26,6 +26,7 @@ from corral.settings.addresses import advertised_host
 from corral.sitter.api import serve
 from corral.sitter.backend import health_path, instance_id, probe_host, process_spec, url
 from corral.sitter.config import SitterConfig
+from corral.sitter.drain import drain
 from corral.sitter.genprobe import GenerationProber
 from corral.sitter.gpu_gate import GpuGate
 from corral.sitter.identity import claim_port_holder
@@ -206,6 +207,10 @@ class Sitter:
         if self.router:
             leaving.append(self.router.leave())
         await asyncio.gather(*leaving)
+        if self.cfg.drain_timeout_s and self.supervisor.state == State.HEALTHY:
+            waited = await drain(self.backend_url, self.cfg.drain_timeout_s, self.client_ssl)
+            if waited >= 0.5:
+                log.info("drained: the engine's requests finished in %.1f s", waited)
         await self.supervisor.stop()
         log.info("backend stopped; sitter exiting")
 
