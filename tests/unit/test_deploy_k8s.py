@@ -166,6 +166,8 @@ def test_gpu_template() -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_MODEL_LOAD_S
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + 120  # drain + engine stop
+    drain = float(option(c["args"], "--drain-timeout-s") or 0)
+    assert drain >= 60  # the sitter lets vLLM finish its requests on SIGTERM
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + drain + 10  # + engine stop
     strategy = _named("Deployment", "qwen")["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxSurge"] == 0  # never two pods on one GPU set
