@@ -19,7 +19,8 @@ from openai import OpenAI
 from multihost.certs import make_ca, make_cert
 from support import free_port, wait_until
 
-pytestmark = pytest.mark.slow
+# A whole stack on HTTPS: `make test-fleet` (CI runs it), keeping `make test` under 10 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 
 
 def test_up_with_tls_serves_https_everywhere(tmp_path: Path, stacks: list[Stack]) -> None:

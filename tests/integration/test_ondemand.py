@@ -139,6 +139,7 @@ def test_a_model_that_cannot_start_answers_503_with_the_reason(
     assert {m["entry"] for m in s.api("GET", "/api/models").json()["models"]} == {"od", "bad"}
 
 
+@pytest.mark.fleet  # a reload and a rolling restart of a whole stack: `make test-fleet`
 def test_reload_announces_a_new_on_demand_model_and_a_rolling_restart_keeps_it_awake(
     tmp_path: Path,
     stacks: list[Stack],
