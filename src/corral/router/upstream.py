@@ -113,6 +113,37 @@ class Response(asyncio.Protocol):
     otherwise (a backend that is still generating sees the disconnect and stops).
     """
 
+    # One per upstream connection (a thousand streams: a thousand of these): no __dict__.
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_deadline",
+        "_error",
+        "_first_s",
+        "_last",
+        "_loop",
+        "_paused",
+        "_read_s",
+        "_sink",
+        "_timer",
+        "_total_s",
+        "_waiter",
+        "_whole",
+        "complete",
+        "content_type",
+        "got_body",
+        "got_bytes",
+        "headers_done",
+        "keep_alive",
+        "lost",
+        "parser",
+        "retry_after",
+        "status",
+        "target",
+        "timed_out",
+        "transport",
+    )
+
     def __init__(self, target: _Target) -> None:
         self.target = target
         # Kept: asyncio.get_running_loop() makes a getpid() system call on every call (3.11).
