@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -24,49 +23,20 @@ from corral.config.models import (
     Dependency,
     ServiceConfig,
 )
+from corral.config.placeholders import fill
 from corral.config.plan_models import Kind, Plan, ProcessPlan
+from corral.config.probes import LIVE_PERIOD_S, http_probe, probe_from
 from corral.config.router_file import router_file_table
 from corral.errors import ConfigError
 from corral.gpu.placement import gpu_env
 from corral.settings import Probe, SitterSettings
 from corral.settings.addresses import check_advertised
 
+
 # Readiness is polled quickly so `corral up` is fast; liveness slowly so idle costs nothing.
-_READY_PERIOD_S = 0.2
-_LIVE_PERIOD_S = 5.0
-_PLACEHOLDER = re.compile(r"\{(replica|port|file|host|gpus|ports\.[A-Za-z0-9_-]+)\}")
-
-
-def fill(text: str, ctx: dict[str, str], *, file: str, field: str) -> str:
-    """Replace ``{replica} {port} {ports.NAME} {file} {host} {gpus}``; other braces stay as they are."""
-
-    def one(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key not in ctx:
-            raise ConfigError(f"placeholder {{{key}}} has no value here", file=file, field=field)
-        return ctx[key]
-
-    return _PLACEHOLDER.sub(one, text)
-
-
 def parks_at_start(start: str, replica: int, keep_warm: int) -> bool:
     """Whether a replica's sitter starts with its engine parked: on demand, beyond keep_warm."""
     return start == "on_demand" and replica >= keep_warm
-
-
-def _http_probe(url: str, ready: bool) -> Probe:
-    period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
-    return Probe(http=url, period_s=period, timeout_s=2, failure_threshold=3)
-
-
-def _probe_from(health: str | list[str], ready: bool) -> Probe:
-    """A ``health`` shorthand -> probe (fast period for readiness, slow for liveness)."""
-    period = _READY_PERIOD_S if ready else _LIVE_PERIOD_S
-    if isinstance(health, list):
-        return Probe.shorthand(health, period_s=period, timeout_s=5)
-    if health.startswith("tcp://"):
-        return Probe.shorthand(health, period_s=period)
-    return Probe.shorthand(health, period_s=period, timeout_s=2, failure_threshold=3)
 
 
 def _toml_table(name: str, table: dict[str, object]) -> str:
@@ -241,8 +211,8 @@ class _Builder:
                 argv=argv,
                 ports={"api": port},
                 url=url,
-                readiness=_http_probe(f"{url}/health", ready=True),
-                liveness=_http_probe(f"{url}/health", ready=False),
+                readiness=http_probe(f"{url}/health", ready=True),
+                liveness=http_probe(f"{url}/health", ready=False),
                 depends_on=deps,
                 start_timeout_s=60,
                 stop_grace_s=5,
@@ -370,11 +340,11 @@ class _Builder:
             # restarts must not get its sitter killed, so liveness only checks the sitter is up.
             # A parked sitter (on demand, beyond keep_warm) is ready once it answers: its engine
             # starts when the model is woken (launcher/ondemand.py).
-            readiness=_http_probe(
+            readiness=http_probe(
                 f"{sitter_url}/info" if parks_at_start(b.start, i, b.keep_warm) else f"{sitter_url}/health",
                 ready=True,
             ),
-            liveness=Probe(tcp=f"{self.host}:{port + 1}", period_s=_LIVE_PERIOD_S),
+            liveness=Probe(tcp=f"{self.host}:{port + 1}", period_s=LIVE_PERIOD_S),
             depends_on=[*self._needs_registry(), *b.depends_on],
             gpus=gpus,
             models=models,
@@ -442,10 +412,10 @@ class _Builder:
         try:
             if isinstance(h, str):
                 text = fill(h, ctx, file=self.file, field=field)
-                return _probe_from(text, ready=True), _probe_from(text, ready=False)
+                return probe_from(text, ready=True), probe_from(text, ready=False)
             if isinstance(h, list):
                 argv = [fill(a, ctx, file=self.file, field=f"{field}[{j}]") for j, a in enumerate(h)]
-                return _probe_from(argv, ready=True), _probe_from(argv, ready=False)
+                return probe_from(argv, ready=True), probe_from(argv, ready=False)
             data = h.model_dump(exclude_unset=True)
             for key in ("http", "tcp"):
                 if data.get(key):

@@ -84,7 +84,7 @@ def surge_plan(p: ProcessPlan, port: int) -> ProcessPlan | None:
     cannot have one (not a sitter, or it holds GPUs a copy would need too)."""
     if p.kind != "sitter" or p.sitter is None or p.gpus:
         return None
-    from corral.config.plan import _http_probe
+    from corral.config.probes import http_probe
     from corral.settings import Probe
 
     name = f"{p.name}-surge"
@@ -100,7 +100,7 @@ def surge_plan(p: ProcessPlan, port: int) -> ProcessPlan | None:
             "argv": [*p.argv[:-1], file],
             "ports": {"api": port, "sitter": port + 1},
             "url": f"http://{host}:{port}",
-            "readiness": _http_probe(f"{scheme}://{host}:{port + 1}/health", ready=True),
+            "readiness": http_probe(f"{scheme}://{host}:{port + 1}/health", ready=True),
             "liveness": Probe(tcp=f"{host}:{port + 1}", period_s=5.0),
             "files": {file: settings.file_text()},
             "sitter": settings,

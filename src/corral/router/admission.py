@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from corral.router.context import RequestContext
 from corral.router.http import Connection, Reply
 from corral.router.keys import Key
-from corral.router.metrics import Metrics
+from corral.router.metrics import UNKNOWN_MODEL, Metrics
 from corral.router.ondemand import ModelEntry, OnDemand
 from corral.router.pool import Pool
 from corral.router.responses import error
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
 
 
 class Admission:
-    """Keys and on-demand bookkeeping around ``Proxy._route``."""
+    """Admission around ``Proxy._route``: unknown vs unavailable models, keys, on-demand bookkeeping."""
 
     tenants: Tenants | None
     metrics: Metrics
@@ -47,6 +47,17 @@ class Admission:
         t0: float,
     ) -> Reply | None:
         raise NotImplementedError
+
+    def _no_instances(self, model: str, target: str, rid: str) -> Reply:
+        """No instance serves ``target`` now: 503 at once when one did before (its instances
+        are down, cut off or restarting: retry later), 404 when no instance ever served it."""
+        if target in self.pool.seen_models:
+            self.metrics.error(model, 503)
+            msg = f"model {model!r} is known but no instance of it is available now; retry later"
+            return error(503, msg, rid, "model_unavailable", 1)
+        names = ", ".join(self.pool.model_names()) or "none"
+        self.metrics.error(UNKNOWN_MODEL, 404)  # a client's string is never a label value
+        return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
 
     async def _route_on_demand(
         self,

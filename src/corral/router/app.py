@@ -123,7 +123,7 @@ class Router:
                 "instances": len(insts),
                 "healthy": sum(1 for i in insts if i.healthy),
                 "models": len(self.pool.by_model),
-                "in_flight": self.proxy.in_flight(),
+                "in_flight": self.proxy.requests.count(),
                 "registry_connected": self.discovery.registry_connected,
                 "pid": os.getpid(),  # with --workers N: which worker answered
             },
@@ -176,7 +176,7 @@ class Router:
             if isinstance(key, str):
                 return error(401, key, rid, "invalid_api_key")
             owner = key.name
-        if not self.proxy.cancel(target, owner):
+        if not self.proxy.requests.cancel(target, owner):
             return error(404, f"no request {target!r} in flight", rid, "request_not_found")
         return json_response({"id": target, "object": "cancel", "cancelled": True}, rid)
 

@@ -29,7 +29,7 @@ from corral.router.http import Connection, Reply, Request
 from corral.router.inflight import InFlight
 from corral.router.instance import Instance
 from corral.router.keys import Key
-from corral.router.metrics import UNKNOWN_MODEL, Metrics
+from corral.router.metrics import Metrics
 from corral.router.ondemand import ModelUnavailable, OnDemand
 from corral.router.pool import Pool, QueueFull, QueueTimeout, Select
 from corral.router.responses import error
@@ -319,17 +319,6 @@ class Proxy(Admission):
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
 
-    def _no_instances(self, model: str, target: str, rid: str) -> Reply:
-        """No instance serves ``target`` now: 503 at once when one did before (its instances
-        are down, cut off or restarting: retry later), 404 when no instance ever served it."""
-        if target in self.pool.seen_models:
-            self.metrics.error(model, 503)
-            msg = f"model {model!r} is known but no instance of it is available now; retry later"
-            return error(503, msg, rid, "model_unavailable", 1)
-        names = ", ".join(self.pool.model_names()) or "none"
-        self.metrics.error(UNKNOWN_MODEL, 404)  # a client's string is never a label value
-        return error(404, f"model {model!r} not found; available: {names}", rid, "model_not_found")
-
     def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: _Limits, when: str = "") -> _Attempt:
         """Count a watchdog timeout against ``inst``; the attempt to raise (retried or not)."""
         self.health.on_stall(inst)
@@ -500,16 +489,7 @@ class Proxy(Admission):
                 self._record(ctx.request_id, ctx.key, model, sink.usage[0], sink.usage[1])
         metrics.request(model, inst.url, status, time.perf_counter() - t0)
 
-    # -- requests in flight (corral.router.inflight) -----------------------------------------
-    def in_flight(self) -> int:
-        """How many proxied requests are in flight."""
-        return self.requests.count()
-
-    def cancel(self, request_id: str, owner: str | None = None) -> bool:
-        """Abort every in-flight request with this id (with keys, only ``owner``'s); False when
-        there is none."""
-        return self.requests.cancel(request_id, owner)
-
+    # -- requests in flight: self.requests (corral.router.inflight) -------------------------
     def abort_all(self) -> int:
         """Shutdown past the drain timeout: end every request in flight (streams get an SSE
         error event, others a 503). Returns how many were aborted."""
