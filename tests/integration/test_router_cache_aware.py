@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
 from pathlib import Path
 
 import httpx
+import openai
 from test_router_support import start_mock, start_router
 
 from support import CorralProcs, wait_until
@@ -85,3 +87,41 @@ def test_next_turn_goes_where_its_prefix_is_cached(procs: CorralProcs, tmp_path:
         hits += _hits(m)
     # Turns 2 and 3 of every conversation find their whole history: well over half the tokens.
     assert hits / queries > 0.6, (hits, queries)
+
+
+def _counter(mock: str, name: str) -> float:
+    m = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", httpx.get(f"{mock}/metrics").text, re.M)
+    assert m is not None
+    return float(m.group(1))
+
+
+def test_a_cold_burst_of_streams_waits_for_the_shared_prefill(procs: CorralProcs, tmp_path: Path) -> None:
+    # Two engines that do not share a prefix still in prefill (as vLLM's cache): 0.5 ms per
+    # uncached prompt token on one prefill lane each.
+    engine = ("--prefix-cache-tokens", "100000", "--prefill-ms-per-token", "0.5")
+    mocks = [start_mock(procs, "m", *engine) for _ in range(2)]
+    router = start_router(procs, mocks, config={"policy": "cache_aware"}, tmp=tmp_path)
+    system = " ".join(f"rule{k}" for k in range(400))  # 400 tokens, 200 ms to compute
+
+    async def ask(client: openai.AsyncOpenAI, n: int) -> str:
+        stream = await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": f"question {n}"}],
+            max_tokens=2,
+            stream=True,
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    async def burst() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=router + "/v1", api_key="x", max_retries=0) as client:
+            return await asyncio.gather(*(ask(client, n) for n in range(4)))
+
+    answers = asyncio.run(burst())
+    assert all(answers)
+    # One engine computed the system prompt once; the three others waited for that prefill and
+    # found it cached (without the wait each would have computed all of it again beside it).
+    served = [_counter(m, "vllm:prefix_cache_queries_total") for m in mocks]
+    hits = sum(_counter(m, "vllm:prefix_cache_hits_total") for m in mocks)
+    assert sorted(served)[0] == 0, served  # one prompt, so one engine
+    assert hits >= 3 * 400, (hits, served)
+    assert _counter(router, "corral_router_prefill_waits_total") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -10,7 +11,7 @@ from corral.router.context import RequestContext
 from corral.router.engine_load import queue_length
 from corral.router.instance import Instance
 from corral.router.policies import cache_aware
-from corral.router.prefix_tree import PrefixTree, chain
+from corral.router.prefix_tree import Prefill, PrefixTree, chain
 from corral.router.routable import Routable
 
 
@@ -19,27 +20,27 @@ def fresh_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_aware, "tree", PrefixTree())
 
 
-def _fleet(n: int, answered: bool = False) -> Routable:
-    fleet = Routable(Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n))
-    if answered:  # each has answered before: what it was sent counts as cached
-        for inst in fleet.members:
-            inst.observe(0.1)
-    return fleet
+def _fleet(n: int) -> Routable:
+    return Routable(Instance(f"http://127.0.0.1:{9000 + i}", ("m",), state="healthy") for i in range(n))
 
 
-def _ctx(system: str, *turns: str) -> RequestContext:
+def _ctx(system: str, *turns: str, stream: bool = False) -> RequestContext:
     messages = [{"role": "system", "content": system}]
     for i, t in enumerate(turns):
         messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": t})
-    return RequestContext("r", {"model": "m", "messages": messages}, None, None)
+    return RequestContext("r", {"model": "m", "messages": messages, "stream": stream}, None, None)
 
 
-def _send(fleet: Routable, ctx: RequestContext) -> Instance:
+def _send(fleet: Routable, ctx: RequestContext, prefilled: bool = True) -> Instance:
+    """Route ``ctx`` and count it in flight; ``prefilled``: its prompt is computed at once (as
+    when its first byte came back), else its prefill stays in flight."""
     inst = cache_aware.select(fleet, ctx)
     assert inst is not None
     old = inst.outstanding
     inst.outstanding += 1
     fleet.moved(inst, old)
+    if prefilled:
+        ctx.prefill.finish()
     return inst
 
 
@@ -81,7 +82,7 @@ def test_a_slow_instance_gets_less_new_work() -> None:
 
 
 def test_a_new_conversation_goes_to_its_system_prompt_unless_that_is_far_busier() -> None:
-    fleet = _fleet(4, answered=True)
+    fleet = _fleet(4)
     system = "a long shared system prompt " * 100
     holder = _send(fleet, _ctx(system, "first user"))
     assert _send(fleet, _ctx(system, "second user")) is holder  # load 1 vs 0: the cache wins
@@ -91,18 +92,47 @@ def test_a_new_conversation_goes_to_its_system_prompt_unless_that_is_far_busier(
     assert _send(fleet, _ctx(system, "third user")) is not holder
 
 
-def test_before_its_first_answer_an_instance_counts_as_holding_nothing() -> None:
-    fleet = _fleet(4)  # cold start: nobody answered, every prompt sent is still in prefill
+def test_a_prefix_still_in_a_non_streamed_prefill_counts_as_nothing() -> None:
+    fleet = _fleet(4)  # cold start, plain answers: nothing says when their prefill ends
     system = "the same system prompt " * 100
-    firsts = [_send(fleet, _ctx(system, f"user {k}")) for k in range(8)]
+    ctxs = [_ctx(system, f"user {k}") for k in range(8)]
+    firsts = [_send(fleet, c, prefilled=False) for c in ctxs]
     assert sorted(Counter(i.url for i in firsts).values()) == [2, 2, 2, 2]  # spread by load
-    one = firsts[0]
-    one.observe(0.05)  # it answered: the prompt is in its cache now, the others' still in prefill
-    assert _send(fleet, _ctx(system, "user 8")) is one  # 3 in flight vs 2: the cache counts
+    assert all(c.hold is None for c in ctxs)
+    ctxs[0].prefill.finish()  # its answer came back: the prompt is in that engine's cache now
+    assert _send(fleet, _ctx(system, "user 8")) is firsts[0]  # 3 in flight vs 2: the cache counts
+
+
+def test_a_cold_burst_of_streams_groups_by_system_prompt_and_waits_for_its_prefill() -> None:
+    fleet = _fleet(4)
+    systems = [f"system prompt number {k} " * 100 for k in range(4)]
+    ctxs = [_ctx(systems[n % 4], f"user {n}", stream=True) for n in range(12)]
+    picked = [_send(fleet, c, prefilled=False) for c in ctxs]
+    for k in range(4):  # each prompt on one instance, every instance one prompt
+        assert len({picked[n] for n in range(k, 12, 4)}) == 1
+    assert len(set(picked)) == 4
+    for n in range(4):  # the first of each computes it; the others wait for that prefill
+        assert ctxs[n].hold is None
+        assert ctxs[n + 4].hold is ctxs[n].prefill and ctxs[n + 8].hold is ctxs[n].prefill
+    ctxs[0].prefill.finish()
+    later = _ctx(systems[0], "user 12", stream=True)
+    assert _send(fleet, later, prefilled=False) is picked[0] and later.hold is None  # computed now
+
+
+async def test_a_wait_for_a_prefill_ends_at_its_first_byte_or_at_hold_s() -> None:
+    done = Prefill(stream=True, wait_s=5)
+    waiter = asyncio.ensure_future(done.wait())
+    await asyncio.sleep(0)
+    done.finish()
+    assert await asyncio.wait_for(waiter, 1) is True
+    stuck = Prefill(stream=True, wait_s=0.05)
+    assert await stuck.wait() is False  # sent anyway
+    assert stuck.done  # and nobody waits for it again
+    assert await done.wait() is True  # already over: no wait
 
 
 def test_a_conversation_leaves_home_only_when_home_is_overloaded() -> None:
-    fleet = _fleet(2, answered=True)
+    fleet = _fleet(2)
     a, b = fleet.members
     history = ("sys " * 50, "question " * 60, "answer " * 60)
     home = _send(fleet, _ctx(*history))
@@ -130,7 +160,7 @@ def test_configure_sets_the_constants_and_the_tree_size() -> None:
     try:
         cache_aware.configure(CacheAwareSettings(load_gap=0, tree_blocks=2048))
         assert cache_aware.params.load_gap == 0 and cache_aware.tree.max_blocks == 2048
-        fleet = _fleet(2, answered=True)
+        fleet = _fleet(2)
         system = "shared " * 300
         holder = _send(fleet, _ctx(system, "one"))
         assert _send(fleet, _ctx(system, "two")) is not holder  # no gap: load decides

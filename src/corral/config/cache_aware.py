@@ -31,5 +31,8 @@ class CacheAwareSettings(BaseModel):
     owners: int = Field(default=8, ge=1, le=1024)
     # Fleets of at most this many instances: every instance is a candidate.
     small_fleet: int = Field(default=8, ge=1, le=1024)
+    # The longest a request waits for the prefill of its prefix in flight on its instance (a
+    # stream's, until its first byte) before it is sent anyway.
+    hold_s: float = Field(default=2.0, ge=0, le=60)
     # Prefix-tree memory: at most this many blocks (~100 bytes each), least recently used out.
     tree_blocks: int = Field(default=1 << 17, ge=1024)

@@ -14,7 +14,9 @@ _PROMPT_PREFIX = 256
 class RequestContext:
     """What the router knows about one proxied request."""
 
-    __slots__ = ("_key", "body", "cancelled", "key", "rename", "request_id", "session_id", "task")
+    __slots__ = (
+        "_key", "body", "cancelled", "hold", "key", "prefill", "rename", "request_id", "session_id", "task"
+    )  # fmt: skip
 
     def __init__(
         self, request_id: str, body: dict[str, Any], session_id: str | None, task: asyncio.Task[Any] | None
@@ -28,6 +30,10 @@ class RequestContext:
         # Asked for an alias: (target, alias) as JSON strings, so the answer names the alias.
         self.rename: tuple[bytes, bytes] | None = None
         self._key: bytes | None = None
+        # cache_aware: a prefill in flight to wait for before sending, and this request's own
+        # (corral.router.prefix_tree.Prefill), finished at its first byte.
+        self.hold: Any = None
+        self.prefill: Any = None
 
     def rid_bytes(self) -> bytes:
         """The request id as header bytes."""

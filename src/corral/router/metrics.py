@@ -54,6 +54,7 @@ class Metrics:
         self.prompt_tokens: dict[str, int] = {}
         self.completion_tokens: dict[str, int] = {}
         self.retries: dict[str, int] = {}
+        self.prefill_waits: dict[str, int] = {}
         self.errors: dict[tuple[str, int], int] = {}  # answered by the router itself
         self.queue_waits: dict[tuple[str, str], Histogram] = {}  # (model, key name)
         self.refusals: dict[tuple[str, str], int] = {}  # (key name, code): 401s have no key
@@ -82,6 +83,10 @@ class Metrics:
     def retry(self, model: str) -> None:
         """One more attempt on another instance."""
         self.retries[model] = self.retries.get(model, 0) + 1
+
+    def prefill_wait(self, model: str) -> None:
+        """A request waited for its prefix's prefill in flight on its instance (cache_aware)."""
+        self.prefill_waits[model] = self.prefill_waits.get(model, 0) + 1
 
     def error(self, model: str, status: int) -> None:
         """A request the router answered itself with an error status."""
@@ -144,6 +149,11 @@ class _Collector:
             ("corral_router_prompt_tokens", "Prompt tokens from usage.", m.prompt_tokens),
             ("corral_router_completion_tokens", "Completion tokens from usage.", m.completion_tokens),
             ("corral_router_retries", "Attempts retried on another instance.", m.retries),
+            (
+                "corral_router_prefill_waits",
+                "Requests that waited for their prefix's prefill in flight on their instance.",
+                m.prefill_waits,
+            ),
         ):
             c = CounterMetricFamily(name, doc, labels=["model"])
             for model, n in list(data2.items()):

@@ -4,10 +4,10 @@ Retries happen only before any byte reached the client: on connect errors, on a 
 dies before answering, on 429/502/503/504, and on a watchdog timeout when ``retry_on_timeout``
 allows (else 504). A backend's 4xx is the client's problem and its 429 means full: neither counts
 against the instance. Timeouts count as stalls (``corral.router.health``), not breaker failures.
-A stream is relayed chunk by chunk as it arrives
-(cut on line boundaries only); if the backend dies mid-stream the client gets an SSE ``error``
-event and a clean end of the body. The upstream request is closed as soon as the client leaves
-(``corral.router.http`` cancels the handler) or ``/v1/cancel/{id}`` is called.
+A stream is relayed chunk by chunk as it arrives (cut on line boundaries only); if the backend
+dies mid-stream the client gets an SSE ``error`` event and a clean end of the body. The upstream
+request is closed as soon as the client leaves (``corral.router.http`` cancels the handler) or
+``/v1/cancel/{id}`` is called.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from corral.router import sse
 from corral.router.admission import Admission
+from corral.router.attempt import AttemptFailed, Limits, NoRetry
 from corral.router.config import RouterSettings
 from corral.router.context import RequestContext, rename_model
 from corral.router.health import Health
@@ -37,7 +38,6 @@ from corral.router.sink import Sink
 from corral.router.upstream import (
     ConnectError,
     Response,
-    Timeouts,
     Upstream,
     UpstreamError,
     UpstreamTimeout,
@@ -53,33 +53,6 @@ _UPSTREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
 _decode = json.JSONDecoder().decode
 _INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 _JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
-
-
-class _Attempt(Exception):
-    """An attempt failed before anything reached the client; try another instance.
-
-    ``timeout``: it was the watchdog (the answer, if no other instance does better, is a 504).
-    """
-
-    def __init__(self, message: str, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
-class _Limits:
-    """One model's watchdog settings, resolved once: upstream timeouts per kind, retry rule."""
-
-    __slots__ = ("plain", "retry", "stream")
-
-    def __init__(self, settings: RouterSettings, model: str) -> None:
-        t = settings.timeouts
-        first, inter, response, self.retry = t.for_model(model)
-        self.plain = Timeouts(t.connect, response, response, response)
-        self.stream = Timeouts(t.connect, inter, None, first)
-
-
-class _Final(Exception):
-    """A watchdog timeout that must not be retried (``retry_on_timeout = false``)."""
 
 
 class Proxy(Admission):
@@ -118,8 +91,8 @@ class Proxy(Admission):
         # X-Request-ID that does not parse as a UUID.
         h = os.urandom(10).hex()
         self._id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-        self._default_limits = _Limits(settings, "")
-        self._limits = {m: _Limits(settings, m) for m in settings.timeouts.models}
+        self._default_limits = Limits(settings, "")
+        self._limits = {m: Limits(settings, m) for m in settings.timeouts.models}
 
     async def start(self) -> None:
         """Nothing to open: upstream connections are made on first use and then pooled."""
@@ -289,6 +262,8 @@ class Proxy(Admission):
                 self.metrics.error(model, 503)
                 return error(503, f"no instance of {model!r} freed up in time", rid, "queue_timeout", 1)
             except asyncio.CancelledError:
+                if ctx.prefill is not None:
+                    ctx.prefill.finish()  # selected as the client left: never sent
                 if not ctx.cancelled:
                     raise
                 return self._cancelled(ctx, model)
@@ -299,12 +274,12 @@ class Proxy(Admission):
                 return await self._attempt(
                     conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
                 )
-            except _Attempt as exc:
+            except AttemptFailed as exc:
                 last = str(exc)
                 timed_out = exc.timeout
                 tried = (*tried, inst)
                 self.metrics.retry(model)
-            except _Final as exc:  # timed out, no byte sent, retry_on_timeout off: 504 at once
+            except NoRetry as exc:  # timed out, no byte sent, retry_on_timeout off: 504 at once
                 self.metrics.request(model, inst.url, 504, time.perf_counter() - t0)
                 return error(504, str(exc), rid, "upstream_timeout")
             except asyncio.CancelledError:
@@ -313,19 +288,21 @@ class Proxy(Admission):
                 return self._cancelled(ctx, model)
             finally:
                 pool.release(inst)
+                if ctx.prefill is not None:
+                    ctx.prefill.finish()  # this attempt's prompt is computed (or never will be)
         if timed_out:
             self.metrics.error(model, 504)
             return error(504, f"model {model!r}: {last}", rid, "upstream_timeout")
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
 
-    def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: _Limits, when: str = "") -> _Attempt:
+    def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: Limits, when: str = "") -> AttemptFailed:
         """Count a watchdog timeout against ``inst``; the attempt to raise (retried or not)."""
         self.health.on_stall(inst)
         message = f"{inst.url}: {exc}{when}"
         if not limits.retry:
-            raise _Final(message)
-        return _Attempt(message, timeout=True)
+            raise NoRetry(message)
+        return AttemptFailed(message, timeout=True)
 
     def _cancelled(self, ctx: RequestContext, model: str) -> Reply:
         """``/v1/cancel`` cancelled this handler before anything was sent: answer 499."""
@@ -350,9 +327,14 @@ class Proxy(Admission):
         strip_usage: bool,
         t0: float,
         last_try: bool,
-        limits: _Limits,
+        limits: Limits,
     ) -> Reply | None:
         up = self.upstream
+        hold = ctx.hold
+        if hold is not None:  # cache_aware: reuse a prefill in flight there once it is done
+            ctx.hold = None
+            self.metrics.prefill_wait(model)
+            await hold.wait()
         try:
             resp = await up.request(
                 inst.url, head + up.host_header(inst.url), raw, limits.stream if stream else limits.plain
@@ -361,16 +343,16 @@ class Proxy(Admission):
             raise self._stalled(inst, exc, limits) from None
         except ConnectError as exc:
             inst.on_failure(connect=True)
-            raise _Attempt(f"{inst.url}: cannot connect ({exc.os_error})") from None
+            raise AttemptFailed(f"{inst.url}: cannot connect ({exc.os_error})") from None
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
-            raise _Attempt(f"{inst.url}: {type(exc).__name__}") from None
+            raise AttemptFailed(f"{inst.url}: {type(exc).__name__}") from None
         try:
             status = resp.status
             if status in _RETRY_STATUS and not last_try:
                 if status in _FAIL_STATUS:
                     inst.on_failure()
-                raise _Attempt(f"{inst.url}: HTTP {status}")
+                raise AttemptFailed(f"{inst.url}: HTTP {status}")
             ctype = resp.content_type
             if ctype.startswith(b"text/event-stream"):
                 await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0, limits)
@@ -381,7 +363,7 @@ class Proxy(Admission):
                 raise self._stalled(inst, exc, limits) from None
             except _UPSTREAM_ERRORS as exc:
                 inst.on_failure()
-                raise _Attempt(f"{inst.url}: {type(exc).__name__} while reading the answer") from None
+                raise AttemptFailed(f"{inst.url}: {type(exc).__name__} while reading the answer") from None
             if status < 500:
                 inst.on_success()
                 if status == 200:
@@ -415,7 +397,7 @@ class Proxy(Admission):
         ctype: bytes,
         strip_usage: bool,
         t0: float,
-        limits: _Limits,
+        limits: Limits,
     ) -> None:
         """Relay an SSE answer; the response head goes out with the first upstream bytes.
 
@@ -429,10 +411,12 @@ class Proxy(Admission):
             raise self._stalled(inst, exc, limits, " before the first token") from None
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
-            raise _Attempt(f"{inst.url}: {type(exc).__name__} before the first byte") from None
+            raise AttemptFailed(f"{inst.url}: {type(exc).__name__} before the first byte") from None
         if not first:
             inst.on_failure()
-            raise _Attempt(f"{inst.url}: stream ended before the first byte")
+            raise AttemptFailed(f"{inst.url}: stream ended before the first byte")
+        if ctx.prefill is not None:
+            ctx.prefill.finish()  # its prompt is in the engine's cache now
         metrics = self.metrics
         rid_line = b"X-Request-ID: " + ctx.rid_bytes() + b"\r\n"
         sink = Sink(conn, resp, strip_usage, ctx.rename)

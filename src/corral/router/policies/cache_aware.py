@@ -17,8 +17,14 @@ most ``small_fleet`` instances, all of them. Then, in order:
    instance's floor of time to first byte (its speed without the queueing) relative to the
    typical candidate's, less ``speed_slack``. The gap spreads a hot system prompt (its holders
    take more than their share, never all of it); the speed term keeps a slow replica's share of
-   new conversations near its speed share. An instance that has not answered yet counts as
-   holding nothing (what it was sent is still being prefilled), so a cold start's burst spreads.
+   new conversations near its speed share.
+
+A prefix another request is still bringing to an instance (sent, no first byte yet) counts as
+cached there when that request is a stream: this request waits for that prefill to end
+(``ctx.hold``, at most ``hold_s``) and then reuses it, instead of computing it all again beside
+it (an engine does not share a prefix still in prefill). So a cold start's burst groups by
+system prompt, one full prefill per prompt. Behind a non-streamed answer (which says nothing
+until it ends) the prefix counts as nothing.
 
 The chosen instance is then recorded in the tree. Constants: ``[router.cache_aware]``
 (:class:`corral.config.cache_aware.CacheAwareSettings`), set by :func:`configure`.
@@ -33,7 +39,7 @@ from typing import Any
 
 from corral.config.cache_aware import CacheAwareSettings
 from corral.router.instance import Instance
-from corral.router.prefix_tree import CHUNK, PrefixTree, chain
+from corral.router.prefix_tree import CHUNK, Owners, Prefill, PrefixTree, chain
 from corral.router.routable import Routable
 
 params = CacheAwareSettings()
@@ -49,46 +55,69 @@ def configure(settings: CacheAwareSettings) -> None:
     params = settings
 
 
-def _recent(owners: dict[str, None]) -> Iterator[str]:
+def _recent(owners: Owners) -> Iterator[str]:
     """The ``owners`` most recent owners, O(owners) however many there are."""
     return itertools.islice(reversed(owners), params.owners)
 
 
 def select(candidates: Routable, ctx: Any) -> Instance | None:
-    """The request's home, else the candidate of least cost; the prompt is then recorded there."""
+    """The request's home, else the candidate of least cost; the prompt is then recorded there.
+
+    When the chosen instance is still computing the prefix this request would reuse (another
+    stream's prefill in flight), ``ctx.hold`` is that prefill: the proxy waits for it before
+    sending. ``ctx.prefill`` is this request's own, which the proxy finishes.
+    """
     hashes, ends = chain(ctx.body) if ctx is not None else ([], [])
     low = candidates.least_loaded()
     members = candidates.members
-    pool: dict[Instance, int]  # candidate -> prompt chars it has cached
+    held: dict[Instance, int]  # candidate -> leading blocks of the prompt it was sent
     if len(members) <= params.small_fleet:
-        pool = dict.fromkeys(members, 0)
+        held = dict.fromkeys(members, 0)
     else:
-        pool = {low: 0}
+        held = {low: 0}
         i = int(_rand.random() * len(members))
         j = int(_rand.random() * (len(members) - 1))
-        pool.setdefault(members[i], 0)
-        pool.setdefault(members[j + (j >= i)], 0)
+        held.setdefault(members[i], 0)
+        held.setdefault(members[j + (j >= i)], 0)
     total = ends[-1] if ends else 0
     depth = tree.depth(hashes) if hashes else 0
     if depth:
         for owner in _recent(tree.owners(hashes[depth - 1])):
             inst = candidates.get(owner)
             if inst is not None:
-                pool[inst] = ends[depth - 1]
-        for owner in _recent(tree.owners(hashes[0])):
+                held[inst] = depth
+        first = tree.owners(hashes[0])
+        for owner in _recent(first):
             inst = candidates.get(owner)
-            if inst is not None and not pool.get(inst):
-                k = tree.matched(hashes, owner, depth)
-                pool[inst] = ends[k - 1] if k else 0
-        for inst in pool:
-            if not pool[inst] and inst.id in tree.owners(hashes[0]):
-                k = tree.matched(hashes, inst.id, depth)
-                pool[inst] = ends[k - 1] if k else 0
+            if inst is not None and not held.get(inst):
+                held[inst] = tree.matched(hashes, owner, depth)
+        for inst in held:
+            if not held[inst] and inst.id in first:
+                held[inst] = tree.matched(hashes, inst.id, depth)
+    pool = {inst: _usable(hashes, ends, inst, k) for inst, k in held.items()}
     opening = _opening(ctx.body, ends) if ctx is not None else 0
     best = _home(pool, total, opening) or _cheapest(pool, total, low)
     if hashes:
-        tree.insert(hashes, best.id)
+        prefill = None
+        if ctx is not None:
+            k = held.get(best, 0)
+            ctx.hold = tree.prefill(hashes[k - 1], best.id) if k and pool[best] else None
+            prefill = ctx.prefill = Prefill(ctx.body.get("stream") is True, params.hold_s)
+        tree.insert(hashes, best.id, prefill)
     return best
+
+
+def _usable(hashes: list[int], ends: list[int], inst: Instance, k: int) -> int:
+    """Prompt chars ``inst`` has cached or will have once a stream's prefill in flight ends.
+
+    Blocks another request's non-streamed answer is still bringing count as nothing: nothing
+    says when their prefill ends, and waiting for the whole answer costs more than computing
+    them elsewhere (this also spreads a cold start's burst).
+    """
+    if not k:
+        return 0
+    p = tree.prefill(hashes[k - 1], inst.id)
+    return ends[k - 1] if p is None or p.stream else 0
 
 
 def _opening(body: dict[str, Any], ends: list[int]) -> int:
@@ -140,9 +169,7 @@ def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
         w = weighted[inst]
         if w > limit:
             continue  # too far above the least loaded for its cache to count
-        # An instance that has not answered yet has computed nothing: what it was sent is
-        # still being prefilled (a cold start's burst spreads instead of queueing on one).
-        key = (-cached if inst.floor_s else 0, w)
+        key = (-cached, w)
         if key < best_key:
             best, best_key = inst, key
     return best
