@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,53 +71,56 @@ def select(candidates: Routable, ctx: Any) -> Instance | None:
     hashes, ends = chain(ctx.body) if ctx is not None else ([], [])
     low = candidates.least_loaded()
     members = candidates.members
-    held: dict[Instance, int]  # candidate -> leading blocks of the prompt it was sent
+    pool: dict[Instance, int]  # candidate -> prompt chars it has cached (or will, see _usable)
     if len(members) <= params.small_fleet:
-        held = dict.fromkeys(members, 0)
+        pool = dict.fromkeys(members, 0)
     else:
-        held = {low: 0}
+        pool = {low: 0}
         i = int(_rand.random() * len(members))
         j = int(_rand.random() * (len(members) - 1))
-        held.setdefault(members[i], 0)
-        held.setdefault(members[j + (j >= i)], 0)
+        pool.setdefault(members[i], 0)
+        pool.setdefault(members[j + (j >= i)], 0)
     total = ends[-1] if ends else 0
     depth = tree.depth(hashes) if hashes else 0
     if depth:
-        for owner in _recent(tree.owners(hashes[depth - 1])):
+        deep = tree.owners(hashes[depth - 1])
+        cut = ends[depth - 1]
+        for owner in _recent(deep):
             inst = candidates.get(owner)
             if inst is not None:
-                held[inst] = depth
+                p = deep[owner]
+                pool[inst] = cut if p is None or p.done or p.stream else 0
         first = tree.owners(hashes[0])
         for owner in _recent(first):
             inst = candidates.get(owner)
-            if inst is not None and not held.get(inst):
-                held[inst] = tree.matched(hashes, owner, depth)
-        for inst in held:
-            if not held[inst] and inst.id in first:
-                held[inst] = tree.matched(hashes, inst.id, depth)
-    pool = {inst: _usable(hashes, ends, inst, k) for inst, k in held.items()}
+            if inst is not None and not pool.get(inst):
+                pool[inst] = _usable(hashes, ends, owner, tree.matched(hashes, owner, depth))
+        for inst in pool:
+            if not pool[inst] and inst.id in first:
+                pool[inst] = _usable(hashes, ends, inst.id, tree.matched(hashes, inst.id, depth))
     opening = _opening(ctx.body, ends) if ctx is not None else 0
     best = _home(pool, total, opening) or _cheapest(pool, total, low)
     if hashes:
         prefill = None
         if ctx is not None:
-            k = held.get(best, 0)
-            ctx.hold = tree.prefill(hashes[k - 1], best.id) if k and pool[best] else None
+            cached = pool[best]  # ends rise strictly: the block it ends is found by bisection
+            ctx.hold = tree.prefill(hashes[bisect_left(ends, cached)], best.id) if cached else None
             prefill = ctx.prefill = Prefill(ctx.body.get("stream") is True, params.hold_s)
         tree.insert(hashes, best.id, prefill)
     return best
 
 
-def _usable(hashes: list[int], ends: list[int], inst: Instance, k: int) -> int:
-    """Prompt chars ``inst`` has cached or will have once a stream's prefill in flight ends.
+def _usable(hashes: list[int], ends: list[int], owner: str, k: int) -> int:
+    """Prompt chars of the first ``k`` blocks, which ``owner`` was sent, that count as cached.
 
-    Blocks another request's non-streamed answer is still bringing count as nothing: nothing
-    says when their prefill ends, and waiting for the whole answer costs more than computing
-    them elsewhere (this also spreads a cold start's burst).
+    Blocks another request is still bringing count when it is a stream (the proxy waits for its
+    first byte); behind a non-streamed answer they count as nothing: nothing says when its
+    prefill ends, and waiting for the whole answer costs more than computing them elsewhere
+    (this also spreads a cold start's burst of non-streamed requests).
     """
     if not k:
         return 0
-    p = tree.prefill(hashes[k - 1], inst.id)
+    p = tree.prefill(hashes[k - 1], owner)
     return ends[k - 1] if p is None or p.stream else 0
 
 
