@@ -93,3 +93,32 @@ def test_gpu_placement_refusal_fails_one_replica_and_the_rest_runs(
     assert down.returncode == 0, down.stdout + down.stderr
     assert alive(procs) == []
     assert not (s.state / "launcher.json").exists() and not list(s.state.rglob("*.pid"))
+
+
+def test_status_logs_and_down_work_after_the_gpus_are_gone(tmp_path: Path, stacks: list[Stack]) -> None:
+    inventory = tmp_path / "gpus.json"
+    gpu = {"index": 0, "name": "H100", "memory_total": 80 * GIB, "memory_used": 0, "processes": []}
+    inventory.write_text(json.dumps({"gpus": [gpu]}))
+    body = NO_REGISTRY + (
+        f'[[backend]]\nname = "llm"\npreset = "mock"\nmodels = ["m"]\nport = {free_port()}\n'
+        "gpus_per_replica = 1\n"
+    )
+    s = Stack(tmp_path, body, env={"CORRAL_GPU_INVENTORY": str(inventory)})
+    stacks.append(s)
+    s.up()
+    sitter = psutil.Process(s.services()["llm-0"]["sitter"]["pid"])
+    launcher = s.launcher_pid()
+    assert launcher is not None
+    procs = [sitter, *sitter.children(recursive=True), psutil.Process(launcher)]
+    # The driver fell over: no GPU is visible any more. The file can no longer be placed...
+    inventory.write_text(json.dumps({"gpus": []}))
+    check = s.run("config", "check")
+    assert check.returncode == 2 and "backend[0].gpus_per_replica" in check.stderr
+    # ...but every command that only talks to the running launcher still works.
+    status = s.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["services"][0]["state"] == "healthy"
+    assert s.run("logs", "llm-0", "-n", "5").returncode == 0
+    down = s.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert alive(procs) == []

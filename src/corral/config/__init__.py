@@ -44,12 +44,12 @@ _WHERE = {
 __getattr__ = lazy_exports(__name__, _WHERE)
 
 
-def load_plan(path: str, *, gpus: list[int] | None = None) -> Plan:
+def load_plan(path: str, *, gpus: list[int] | None = None, place_gpus: bool = True) -> Plan:
     """``load_config`` then ``resolve_plan``."""
     from corral.config.load import load_config
     from corral.config.plan import resolve_plan
 
-    return resolve_plan(load_config(path), path, gpus=gpus)
+    return resolve_plan(load_config(path), path, gpus=gpus, place_gpus=place_gpus)
 
 
 __all__ = [

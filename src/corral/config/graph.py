@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def check_acyclic(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -18,6 +19,32 @@ def check_acyclic(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
         start = ring.index(min(ring, key=lambda n: order.get(n, len(order))))
         ring = ring[start:] + ring[:start]
         return [*ring, ring[0]]
+    return None
+
+
+def dependency_problem(
+    entries: Sequence[tuple[str, Any]], every: set[str], builtin: set[str]
+) -> tuple[str, str] | None:
+    """Why the ``depends_on`` of ``entries`` cannot hold, as (message, field), or None.
+
+    ``entries``: (field path, backend or service) of the enabled ones; ``every``: every name the
+    config defines (enabled or not); ``builtin``: corral's own processes that run (registry, router).
+    """
+    enabled = {e.name for _, e in entries}
+    for where, e in entries:
+        for j, d in enumerate(e.depends_on):
+            field = f"{where}.depends_on[{j}]"
+            if d.name == e.name:
+                return f"{e.name!r} depends on itself", field
+            if d.name in every and d.name not in enabled:
+                return f"depends on {d.name!r}, which is disabled", field
+            if d.name not in enabled and d.name not in builtin:
+                return f"depends on {d.name!r}, which is not defined", field
+    graph = {e.name: [d.name for d in e.depends_on if d.name in enabled] for _, e in entries}
+    cycle = check_acyclic(graph)
+    if cycle:
+        where = next(w for w, e in entries if e.name == cycle[0])
+        return f"dependency cycle: {' -> '.join(cycle)}", f"{where}.depends_on"
     return None
 
 

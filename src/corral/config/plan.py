@@ -15,7 +15,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from corral.config.gpus import GpuPlanner, GpuShortage, Placement, candidate_inventory
-from corral.config.graph import check_acyclic, start_order
+from corral.config.graph import dependency_problem, start_order
 from corral.config.models import (
     RESERVED_NAMES,
     BackendConfig,
@@ -47,8 +47,9 @@ def _toml_table(name: str, table: dict[str, object]) -> str:
 class _Builder:
     """Turns a validated Config into a Plan; holds the bits each step shares."""
 
-    def __init__(self, config: Config, file: str, gpus: list[int] | None, python: str) -> None:
+    def __init__(self, config: Config, file: str, gpus: list[int] | None, python: str, place: bool) -> None:
         self.c = config
+        self.place_gpus = place
         self.file = file
         self.base = Path(file).resolve().parent
         self.host = config.corral.host
@@ -99,25 +100,13 @@ class _Builder:
         return out
 
     def check_dependencies(self, entries: list[tuple[str, BackendConfig | ServiceConfig]]) -> None:
-        enabled = {e.name for _, e in entries}
         builtin = {"registry"} if self.local_registry else set()
         if self.run_router:
             builtin.add("router")
         every = {e.name for e in (*self.c.backend, *self.c.service)}
-        for where, e in entries:
-            for j, d in enumerate(e.depends_on):
-                field = f"{where}.depends_on[{j}]"
-                if d.name == e.name:
-                    raise self.err(f"{e.name!r} depends on itself", field)
-                if d.name in every and d.name not in enabled:
-                    raise self.err(f"depends on {d.name!r}, which is disabled", field)
-                if d.name not in enabled and d.name not in builtin:
-                    raise self.err(f"depends on {d.name!r}, which is not defined", field)
-        graph = {e.name: [d.name for d in e.depends_on if d.name in enabled] for _, e in entries}
-        cycle = check_acyclic(graph)
-        if cycle:
-            where = next(w for w, e in entries if e.name == cycle[0])
-            raise self.err(f"dependency cycle: {' -> '.join(cycle)}", f"{where}.depends_on")
+        problem = dependency_problem(entries, every, builtin)
+        if problem is not None:
+            raise self.err(*problem)
 
     # -- replicas -------------------------------------------------------------------------------
     def replica_files(self, where: str, e: BackendConfig | ServiceConfig) -> list[str | None]:
@@ -132,7 +121,7 @@ class _Builder:
         return list(files)
 
     def allocate_gpus(self, where: str, e: BackendConfig | ServiceConfig, n: int) -> Placement:
-        if e.gpus is None and not e.gpus_per_replica:
+        if (e.gpus is None and not e.gpus_per_replica) or not self.place_gpus:
             return Placement([[] for _ in range(n)])
         from corral.gpu import PlacementError
 
@@ -490,11 +479,17 @@ class _Builder:
 
 
 def resolve_plan(
-    config: Config, file: str, *, gpus: list[int] | None = None, python: str | None = None
+    config: Config,
+    file: str,
+    *,
+    gpus: list[int] | None = None,
+    python: str | None = None,
+    place_gpus: bool = True,
 ) -> Plan:
     """The processes ``config`` (read from ``file``) asks for, in start order; raises ConfigError.
 
     ``gpus`` overrides the GPU inventory (tests); ``python`` the interpreter corral's own
-    processes run with (default: this one).
+    processes run with (default: this one); ``place_gpus=False`` gives every process no GPUs
+    (for commands that only talk to a running launcher: a GPU gone must not stop ``corral down``).
     """
-    return _Builder(config, file, gpus, python or sys.executable).build()
+    return _Builder(config, file, gpus, python or sys.executable, place_gpus).build()

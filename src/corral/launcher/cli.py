@@ -21,10 +21,15 @@ def _plan(config: str) -> Any:
     return load_plan(config)
 
 
-def _client(config: str) -> Any:
-    from corral.launcher.client import ControlClient
+def _running(config: str) -> Any:
+    """The plan as far as commands to a running launcher need it: names, state dir, token.
 
-    return ControlClient.for_plan(_plan(config))
+    GPUs are not placed: the launcher placed them when it started, and a GPU gone since (a driver
+    crash, a card off the bus) must not keep ``corral down`` or ``status`` from working.
+    """
+    from corral.config import load_plan
+
+    return load_plan(config, place_gpus=False)
 
 
 def up(
@@ -98,7 +103,7 @@ def down(
     """Stop everything (reverse dependency order) and make sure no process survives."""
     from corral.launcher.down import down as do_down
 
-    typer.echo(do_down(_plan(config), timeout))
+    typer.echo(do_down(_running(config), timeout))
 
 
 def status(
@@ -108,7 +113,7 @@ def status(
     """Show every process; exit 1 when something that should run is not healthy."""
     from corral.launcher.client import NotRunning
 
-    plan = _plan(config)
+    plan = _running(config)
     try:
         from corral.launcher.client import ControlClient
 
@@ -172,7 +177,7 @@ def logs(
     from corral.launcher.state import StateDir
     from corral.sitter.main import SITTER_MARK
 
-    plan = _plan(config)
+    plan = _running(config)
     path = StateDir(plan.state_dir).log_file(name)
     if plan.get(name) is None and not path.exists():
         names = ", ".join(p.name for p in plan.processes)
@@ -205,7 +210,7 @@ def logs(
 def _action(action: str, name: str | None, all_: bool, config: str) -> None:
     from corral.errors import CorralError
 
-    plan = _plan(config)
+    plan = _running(config)
     from corral.launcher.client import ControlClient
 
     client = ControlClient.for_plan(plan)
@@ -262,7 +267,7 @@ def restart(
 
     if name is None or all_:
         raise CorralError("corral restart --rolling: give one backend, service, process or group name")
-    client = ControlClient.for_plan(_plan(config))
+    client = ControlClient.for_plan(_running(config))
     doc = client.post(f"/api/rolling/{name}?force={'true' if force else 'false'}", timeout=3600)
     for s in doc["replicas"]:
         extra = f", surge {s['surge']}" if s["surge"] else ""
