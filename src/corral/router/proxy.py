@@ -195,19 +195,17 @@ class Proxy(Admission):
         ctx = RequestContext(rid, body, headers.get("x-session-id"), conn.task)
         if target != model:
             ctx.rename = (json.dumps(target).encode(), json.dumps(model).encode())
-        if on_demand:
-            assert od is not None
-            return await self._route_on_demand(
-                od, key, conn, ctx, target, raw, head, stream, strip_usage, t0, admitted
-            )
+        # An on-demand model's request counts in flight for it (idle unload waits for it).
+        entry = od.started(target) if od is not None and on_demand else None
         if key is not None:
-            # Admission._route_keyed, inlined (one coroutine less on every keyed request).
-            if key.limited:
+            if key.limited and not admitted:
                 limits = self.limits
                 refusal = limits.admit_local(key)
                 if refusal is None and limits.shared and (key.rpm or key.tpm):
                     refusal = await limits.admit_shared(key)
                 if refusal is not None:
+                    if entry is not None:
+                        OnDemand.ended(entry)
                     return self._refused(key, rid, refusal)
             ctx.key = key
             key.state.in_flight += 1
@@ -224,6 +222,8 @@ class Proxy(Admission):
                 del inflight[rid]
             else:
                 self._untrack(rid, ctx)
+            if entry is not None:
+                OnDemand.ended(entry)
 
     async def _route(
         self,
