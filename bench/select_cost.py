@@ -1,12 +1,14 @@
 """The router's pick in-process: Pool.try_acquire + release per policy, at 2, 100 and 1,000 instances.
 
-    .venv/bin/python bench/select_cost.py [--sizes 2,100,1000] [--n 20000] [--repeat 5]
+    .venv/bin/python bench/select_cost.py [--sizes 2,100,1000] [--n 20000] [--repeat 5] [--in-flight]
 
 No sockets, so no noise from the network stack or other processes' load: the figure is the
 best of ``--repeat`` runs of ``--n`` picks (µs per pick), for the fleet-size part of a request's
 CPU that bench/fleet_size.py measures end to end. Each pick carries a chat body (a shared system
 prompt and a user turn, as cache_aware and prefix_affinity see it); instances are healthy, one
-request is in flight on each of a few of them.
+request is in flight on each of a few of them. Each pick's request is answered before the next
+(for cache_aware: its prefill is over), or with ``--in-flight`` never (non-streamed requests
+still in flight: cache_aware must tell what each candidate has computed).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from corral.router.pool import Pool
 POLICIES = ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity", "cache_aware")
 
 
-def measure(policy: str, n: int, picks: int) -> float:
+def measure(policy: str, n: int, picks: int, answered: bool = True) -> float:
     select = policies.load(policy)
     pool = Pool()
     for i in range(n):
@@ -45,7 +47,7 @@ def measure(policy: str, n: int, picks: int) -> float:
         inst = pool.try_acquire("m", select, ctx)
         assert inst is not None
         pool.release(inst)
-        if ctx.prefill is not None:  # answered, as the proxy does (cache_aware's prefill in flight)
+        if answered and ctx.prefill is not None:  # as the proxy does at the first byte / the end
             ctx.prefill.finish()
     elapsed = time.perf_counter() - t0
     for b in busy:
@@ -59,12 +61,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="2,100,1000")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--in-flight", action="store_true", help="never answer: every prefill stays in flight")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     print("| policy | " + " | ".join(f"{n} inst. µs" for n in sizes) + f" | {sizes[-1]} / {sizes[0]} |")
     print("|---|" + "---:|" * (len(sizes) + 1))
     for policy in POLICIES:
-        vals = [min(measure(policy, n, a.n) for _ in range(a.repeat)) for n in sizes]
+        vals = [min(measure(policy, n, a.n, not a.in_flight) for _ in range(a.repeat)) for n in sizes]
         print(f"| {policy} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {vals[-1] / vals[0]:.2f}x |")
 
 

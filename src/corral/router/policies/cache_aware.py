@@ -85,18 +85,21 @@ def select(candidates: Routable, ctx: Any) -> Instance | None:
     if depth:
         deep = tree.owners(hashes[depth - 1])
         cut = ends[depth - 1]
+        known: set[Instance] = set()  # candidates whose cached prefix is settled
         for owner in _recent(deep):
             inst = candidates.get(owner)
             if inst is not None:
                 p = deep[owner]
                 pool[inst] = cut if p is None or p.done or p.stream else 0
+                known.add(inst)
         first = tree.owners(hashes[0])
         for owner in _recent(first):
             inst = candidates.get(owner)
-            if inst is not None and not pool.get(inst):
+            if inst is not None and inst not in known:
                 pool[inst] = _usable(hashes, ends, owner, tree.matched(hashes, owner, depth))
+                known.add(inst)
         for inst in pool:
-            if not pool[inst] and inst.id in first:
+            if inst not in known and inst.id in first:
                 pool[inst] = _usable(hashes, ends, inst.id, tree.matched(hashes, inst.id, depth))
     opening = _opening(ctx.body, ends) if ctx is not None else 0
     best = _home(pool, total, opening) or _cheapest(pool, total, low)
@@ -153,27 +156,34 @@ def _home(pool: dict[Instance, int], total: int, opening: int) -> Instance | Non
     return home if home.load <= params.home_load_rel * least + params.home_load_abs else None
 
 
-def _speed(inst: Instance, typical: float) -> float:
-    # Relative to the typical candidate, with slack: the floor moves a little with the prompts
-    # an instance happens to get, which must not read as a slow replica.
-    if not (inst.floor_s and typical):
-        return 1.0
-    return max(1.0, inst.floor_s / typical - params.speed_slack)
-
-
 def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
     """Among candidates within ``load_gap`` of the least speed-weighted load, the one with the
-    longest cached prefix; ties go to the least loaded."""
-    known = sorted(i.floor_s for i in pool if i.floor_s)
-    typical = known[len(known) // 2] if known else 0.0
-    weighted = {i: (i.load + 1) * _speed(i, typical) for i in pool}
-    limit = min(weighted.values()) + params.load_gap
-    best, best_key = low, (1, 0.0)
+    longest cached prefix; ties go to the least loaded.
+
+    speed = an instance's floor of time to first byte / the typical candidate's - ``speed_slack``
+    (at least 1): the floor moves a little with the prompts an instance happens to get, which
+    must not read as a slow replica. One pass to weigh, one to choose (it runs per request).
+    """
+    floors = sorted([i.floor_s for i in pool if i.floor_s])
+    typical = floors[len(floors) // 2] if floors else 0.0
+    slack = params.speed_slack
+    weighed = []
+    least = float("inf")
     for inst, cached in pool.items():
-        w = weighted[inst]
-        if w > limit:
-            continue  # too far above the least loaded for its cache to count
-        key = (-cached, w)
-        if key < best_key:
-            best, best_key = inst, key
+        w = inst.load + 1.0
+        f = inst.floor_s
+        if f and typical:
+            speed = f / typical - slack
+            if speed > 1.0:
+                w *= speed
+        if w < least:
+            least = w
+        weighed.append((w, cached, inst))
+    limit = least + params.load_gap
+    best, best_w, best_cached = low, 0.0, -1
+    for w, cached, inst in weighed:
+        # Too far above the least loaded and its cache does not count; else longest prefix,
+        # then least weighted load.
+        if w <= limit and (cached > best_cached or (cached == best_cached and w < best_w)):
+            best, best_w, best_cached = inst, w, cached
     return best
