@@ -10,7 +10,8 @@ turns; each session opens with one of 4 shared system prompts (300/500/700/900 w
 uniformly, or 70% the first one in the ``hot`` variant); each user turn has 20-150 words
 (uniform), each answer 16-64 tokens (uniform, ``ignore_eos``), and the answer becomes part of
 the next turn's history. ``--concurrency`` sessions run at a time (a new one starts when one
-ends); in the ``think`` variant a user waits 0-400 ms (uniform) before each next turn.
+ends); in the ``think`` variant a user waits 0-400 ms (uniform) before each next turn. The
+sessions start ``--settle-s`` (1 s) after the router is ready, for every system.
 
 Replicas: 4 ``corral mock`` processes in engine-like mode, fresh for every system (empty caches):
 prefix cache ``--cache-tokens`` (LRU of 16-token blocks), ``--prefill-ms`` per uncached prompt
@@ -273,6 +274,8 @@ async def one(
             await wait_ok(s, f"{base}/readiness")
         else:
             await wait_ok(s, f"{base}/health", check=lambda d: d.get("healthy", 0) >= len(mocks))
+        # Every system alike: a router may look at its engines first (corral's speed probe).
+        await asyncio.sleep(a.settle_s if a.settle_s is not None else 0.0 if a.short else 1.0)
         before = [await mock_counters(s, m) for m in mocks]
         res = await run_sessions(s, base, workload(a, variant, salt), a, variant)
         after = [await mock_counters(s, m) for m in mocks]
@@ -387,6 +390,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ttft-ms", type=float, default=2.0)
     ap.add_argument("--max-num-seqs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=None,
+        help="between a router's readiness and its first session (1; 0 with --short)",
+    )
     ap.add_argument("--short", action="store_true", help="smoke-test size: 8 sessions x 3 turns, base only")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--log", default=None, help="append the children's output to this file")

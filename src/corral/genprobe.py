@@ -3,7 +3,8 @@
 ``/health`` and ``/v1/models`` are served by an engine's API server, which can outlive the engine
 itself (vLLM: the engine core dies, the API server keeps answering 200). One 1-token completion
 is the cheapest question that only a working engine answers. Used by the router to re-admit an
-instance ejected for stalls and by the sitter's scheduled generation probe.
+instance ejected for stalls and to time a new instance (``cache_aware``'s speed probe), and by
+the sitter's scheduled generation probe.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import aiohttp
 
 
-async def generates(session: aiohttp.ClientSession | None, base_url: str, model: str) -> bool:
+async def generates(
+    session: aiohttp.ClientSession | None, base_url: str, model: str, prompt: str = "Hi"
+) -> bool:
     """Whether the backend at ``base_url`` generates one token of ``model`` within the session's
     timeout: ``/v1/completions``, then ``/v1/chat/completions`` when that path is refused (4xx).
 
@@ -19,11 +22,11 @@ async def generates(session: aiohttp.ClientSession | None, base_url: str, model:
     """
     if session is None:
         return False
-    prompt = {"model": model, "max_tokens": 1, "temperature": 0}
+    base = {"model": model, "max_tokens": 1, "temperature": 0}
     try:
         for path, body in (
-            ("/v1/completions", {**prompt, "prompt": "Hi"}),
-            ("/v1/chat/completions", {**prompt, "messages": [{"role": "user", "content": "Hi"}]}),
+            ("/v1/completions", {**base, "prompt": prompt}),
+            ("/v1/chat/completions", {**base, "messages": [{"role": "user", "content": prompt}]}),
         ):
             async with session.post(base_url + path, json=body) as r:
                 await r.read()

@@ -15,6 +15,8 @@ from test_router_support import start_mock, start_router
 from support import CorralProcs, wait_until
 
 ENGINE = ("--prefix-cache-tokens", "4096", "--max-num-seqs", "1", "--itl-ms", "20")
+# Tests that count what the engines served: without the router's own speed probe.
+NO_PROBE = {"policy": "cache_aware", "cache_aware": {"speed_probe": False}}
 
 
 def _engine_load(router: str, worker: str) -> float | None:
@@ -32,7 +34,7 @@ def _hits(mock: str) -> float:
 
 def test_load_from_outside_the_router_steers_new_work_away(procs: CorralProcs, tmp_path: Path) -> None:
     a, b = start_mock(procs, "m", *ENGINE), start_mock(procs, "m", *ENGINE)
-    config = {"policy": "cache_aware", "engine_metrics_interval_s": 0.2}
+    config = {**NO_PROBE, "engine_metrics_interval_s": 0.2}
     router = start_router(procs, [a, b], config=config, tmp=tmp_path)
     # Another client keeps `a` busy (one running, two waiting): only a's /metrics can tell.
     long = {
@@ -100,7 +102,7 @@ def test_a_cold_burst_of_streams_waits_for_the_shared_prefill(procs: CorralProcs
     # uncached prompt token on one prefill lane each.
     engine = ("--prefix-cache-tokens", "100000", "--prefill-ms-per-token", "0.5")
     mocks = [start_mock(procs, "m", *engine) for _ in range(2)]
-    router = start_router(procs, mocks, config={"policy": "cache_aware"}, tmp=tmp_path)
+    router = start_router(procs, mocks, config=NO_PROBE, tmp=tmp_path)
     system = " ".join(f"rule{k}" for k in range(400))  # 400 tokens, 200 ms to compute
 
     async def ask(client: openai.AsyncOpenAI, n: int) -> str:
@@ -125,3 +127,18 @@ def test_a_cold_burst_of_streams_waits_for_the_shared_prefill(procs: CorralProcs
     assert sorted(served)[0] == 0, served  # one prompt, so one engine
     assert hits >= 3 * 400, (hits, served)
     assert _counter(router, "corral_router_prefill_waits_total") == 3
+
+
+def _floors(router: str) -> dict[str, float]:
+    return {w["url"]: w["ttfb_floor_ms"] for w in httpx.get(f"{router}/workers", timeout=5).json()["workers"]}
+
+
+def test_a_new_instance_is_timed_before_any_request(procs: CorralProcs, tmp_path: Path) -> None:
+    fast = start_mock(procs, "m", "--ttft-ms", "2")
+    slow = start_mock(procs, "m", "--ttft-ms", "60")  # 30x slower to its first token
+    router = start_router(procs, [fast, slow], config={"policy": "cache_aware"}, tmp=tmp_path)
+    wait_until(lambda: all(_floors(router).values()), timeout=20, what="both instances timed")
+    floors = _floors(router)
+    assert floors[slow] >= 60 and floors[fast] < floors[slow], floors
+    # The probe is the router's own: no client request was counted.
+    assert "corral_router_requests_total{" not in httpx.get(f"{router}/metrics").text

@@ -34,5 +34,8 @@ class CacheAwareSettings(BaseModel):
     # The longest a request waits for the prefill of its prefix in flight on its instance (a
     # stream's, until its first byte) before it is sent anyway.
     hold_s: float = Field(default=2.0, ge=0, le=60)
+    # Time each new instance once with a 1-token completion (its first speed figure), so a slow
+    # replica is known before the first burst of requests meets it.
+    speed_probe: bool = True
     # Prefix-tree memory: at most this many blocks (~100 bytes each), least recently used out.
     tree_blocks: int = Field(default=1 << 17, ge=1024)

@@ -61,11 +61,12 @@ class Router:
         self.proxy.ondemand = self.ondemand
         self.discovery = Discovery(settings, self.pool, self.ondemand)
         every = settings.engine_metrics_every()
+        probe = settings.policy == "cache_aware" and settings.cache_aware.speed_probe
         self.engine_load: EngineLoad | None = None
-        if every:
+        if every or probe:
             from corral.router.engine_load import EngineLoad
 
-            self.engine_load = EngineLoad(self.pool, every)
+            self.engine_load = EngineLoad(self.pool, every, probe)
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id, self.ondemand)
         self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants, self.ondemand)
         self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics

@@ -8,6 +8,11 @@ that moment, so that ``Instance.load`` adds what we sent since. Names understood
 ``llamacpp:requests_deferred``). An instance without them (or unreachable) falls back to our
 own in-flight count. The engine counts requests from every router and client, which is the
 point: several routers in front of one fleet see each other's load.
+
+With ``speed_probe``, an instance that becomes routable before anything timed it gets one
+1-token completion of a fixed ~64-token prompt, timed: its first floor of time to first byte
+(``Instance.observe``). So ``cache_aware`` knows a slow replica before the first burst of real
+requests meets it, not after (one probe per address, at most ``_PROBE_TRIES`` tries).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 import aiohttp
 
 from corral.engine_queue import queue_length
+from corral.genprobe import generates
 from corral.router.instance import Instance
 from corral.router.pool import Pool
 
@@ -25,24 +31,39 @@ __all__ = ["EngineLoad", "queue_length"]
 
 _PARALLEL = 32
 _TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+_PROBE_PROMPT = " ".join(f"speed probe word {k}" for k in range(16))  # ~64 tokens
+_PROBE_TRIES = 3
 
 
 class EngineLoad:
     """Scrapes every instance's ``/metrics`` each ``interval`` seconds."""
 
-    def __init__(self, pool: Pool, interval: float) -> None:
+    def __init__(self, pool: Pool, interval: float, speed_probe: bool = False) -> None:
         self.pool = pool
         self.interval = interval
         self.task: asyncio.Task[None] | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.speed_probe = speed_probe
+        self._tries: dict[str, int] = {}  # address -> speed probes started (timed: _PROBE_TRIES)
+        self._probes: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        """Start the background loop."""
+        """Start the background loop (and the speed probes: on each instance's first routable)."""
         self.session = aiohttp.ClientSession(timeout=_TIMEOUT)
-        self.task = asyncio.create_task(self._loop())
+        if self.interval:
+            self.task = asyncio.create_task(self._loop())
+        if self.speed_probe:
+            self.pool.on_routable = self._routable
+            for inst in list(self.pool.instances.values()):
+                if inst.healthy:
+                    self._routable(inst)
 
     async def close(self) -> None:
-        """Stop the loop and close its session."""
+        """Stop the loop and the probes, and close the session."""
+        self.pool.on_routable = None
+        for t in list(self._probes):
+            t.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -72,3 +93,23 @@ class EngineLoad:
         for inst in insts:
             inst.engine_load = -1.0 if value is None else value
             inst.engine_base = inst.outstanding
+
+    def _routable(self, inst: Instance) -> None:
+        """Pool.refresh found ``inst`` routable: time it once if nothing has yet."""
+        if inst.floor_s or self._tries.get(inst.url, 0) >= _PROBE_TRIES or not inst.models:
+            return
+        self._tries[inst.url] = self._tries.get(inst.url, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._time(inst.url, inst.models[0]))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _time(self, url: str, model: str) -> None:
+        t0 = time.perf_counter()
+        ok = await generates(self.session, url, model, _PROBE_PROMPT)
+        elapsed = time.perf_counter() - t0
+        if not ok:
+            return  # not ready, or no completions: the next routable tries again (a few times)
+        self._tries[url] = _PROBE_TRIES
+        for inst in list(self.pool.instances.values()):
+            if inst.url == url and not inst.floor_s:
+                inst.observe(elapsed)

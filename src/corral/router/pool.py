@@ -62,6 +62,7 @@ class Pool:
         self.routable: dict[str, Routable] = {}
         self._cooling: list[tuple[float, int, Instance]] = []  # (open_until, seq, inst): a heap
         self._seq = itertools.count()
+        self.on_routable: Callable[[Instance], None] | None = None
 
     # -- membership -------------------------------------------------------------------------
     def upsert(self, inst: Instance) -> Instance:
@@ -151,6 +152,8 @@ class Pool:
         if now is None:
             now = time.monotonic()
         ok = inst.routable(now)
+        if ok and not inst.floor_s and self.on_routable is not None:
+            self.on_routable(inst)  # never timed yet (corral.router.engine_load's speed probe)
         for m in inst.models:
             r = self.routable.get(m)
             if r is not None:
