@@ -142,3 +142,22 @@ def test_a_new_instance_is_timed_before_any_request(procs: CorralProcs, tmp_path
     assert floors[slow] >= 60 and floors[fast] < floors[slow], floors
     # The probe is the router's own: no client request was counted.
     assert "corral_router_requests_total{" not in httpx.get(f"{router}/metrics").text
+
+
+def test_a_slow_first_answer_does_not_keep_an_instance_out(procs: CorralProcs, tmp_path: Path) -> None:
+    fast = start_mock(procs, "m", "--ttft-ms", "2")
+    warming = start_mock(procs, "m", "--ttft-ms", "2", "--first-ms", "500")  # its first answer: a warm-up
+    config = {"policy": "cache_aware", "cache_aware": {"reprobe_s": 1}}
+    router = start_router(procs, [fast, warming], config=config, tmp=tmp_path)
+    highest = 0.0
+
+    def settled() -> bool:
+        nonlocal highest
+        floors = _floors(router)
+        highest = max(highest, floors[warming])
+        return 0 < floors[warming] < 100 and floors[fast] > 0
+
+    # Timed at first during its warm-up (>= 500 ms: it looks slow and gets no traffic); timed
+    # again while it looks slow and idle, it comes back to its real speed with no client request.
+    wait_until(settled, timeout=30, what="the warmed-up instance re-timed", interval=0.05)
+    assert highest >= 500

@@ -81,6 +81,15 @@ def test_a_slow_instance_gets_less_new_work() -> None:
     assert sum(i is slow for i in picked) <= 3  # a quarter would be 6
 
 
+def test_of_two_instances_the_slow_one_gets_less_new_work() -> None:
+    fleet = _fleet(2)
+    fast, slow = fleet.members
+    fast.observe(0.1)
+    slow.observe(0.3)
+    picked = [_send(fleet, _ctx(f"system {s}", "hi")) for s in range(12)]
+    assert sum(i is slow for i in picked) <= 3  # half would be 6
+
+
 def test_a_new_conversation_goes_to_its_system_prompt_unless_that_is_far_busier() -> None:
     fleet = _fleet(4)
     system = "a long shared system prompt " * 100

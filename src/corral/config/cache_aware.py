@@ -37,5 +37,9 @@ class CacheAwareSettings(BaseModel):
     # Time each new instance once with a 1-token completion (its first speed figure), so a slow
     # replica is known before the first burst of requests meets it.
     speed_probe: bool = True
+    # ...and again every reprobe_s while it looks slow (its floor above the typical one, less
+    # speed_slack) and got no request in that time: a slow first answer (an engine's warm-up)
+    # must not keep a good replica out for good. 0: never again.
+    reprobe_s: float = Field(default=30.0, ge=0)
     # Prefix-tree memory: at most this many blocks (~100 bytes each), least recently used out.
     tree_blocks: int = Field(default=1 << 17, ge=1024)

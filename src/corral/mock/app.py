@@ -46,6 +46,7 @@ class MockApp:
         self._models = {m: shapes.model_card(m, created) for m in config.models}
         self._models_body = _dumps({"object": "list", "data": list(self._models.values())})
         self._ttft = config.ttft_ms / 1000
+        self._warming = config.first_ms > 0  # the first inference request pays --first-ms
         self._itl = config.itl_ms / 1000
         self._busy_rates = config.error_400_rate + config.error_429_rate
         engine = EngineConfig(
@@ -198,10 +199,15 @@ class MockApp:
         return doc, model, counters
 
     def _extra_delay(self) -> float:
-        """Seconds a request waits before its first token on top of ``--ttft-ms`` (``--slow-*``)."""
+        """Seconds a request waits before its first token on top of ``--ttft-ms`` (``--slow-*``,
+        ``--first-ms``)."""
+        extra = 0.0
+        if self._warming:
+            self._warming = False
+            extra = self.config.first_ms / 1000
         if self.config.slow_rate and self._rng.random() < self.config.slow_rate:
-            return self.config.slow_ms / 1000
-        return 0.0
+            extra += self.config.slow_ms / 1000
+        return extra
 
     async def _hang(self, counters: ModelCounters | None, counted: bool = False) -> None:
         """Never answer; the client's disconnect cancels this."""

@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         error_429_rate: float = typer.Option(0.0, help="Fraction of inference requests answered 429 (full)."),
         slow_rate: float = typer.Option(0.0, help="Fraction of inference requests slowed by --slow-ms."),
         slow_ms: float = typer.Option(0.0, help="Extra wait before the first token of a slowed request, ms."),
+        first_ms: float = typer.Option(
+            0.0, help="Extra wait of the first inference request (a warm-up), ms."
+        ),
         seed: int = typer.Option(0, help="Seed of the generated text, embeddings and fault draws."),
         workers: int = typer.Option(1, help="Serving processes sharing the port (SO_REUSEPORT)."),
         embedding_dim: int = typer.Option(64, help="Dimension of the embeddings."),
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
             error_429_rate=error_429_rate,
             slow_rate=slow_rate,
             slow_ms=slow_ms,
+            first_ms=first_ms,
             seed=seed,
             workers=workers,
             embedding_dim=embedding_dim,

@@ -18,6 +18,8 @@ class MockConfig:
     stops a stream after N tokens with the connection left open (a non-streamed answer longer
     than N tokens never comes). ``error_400_rate`` / ``error_429_rate`` answer that fraction of
     inference requests 400 / 429; ``slow_rate`` of them wait ``slow_ms`` more before the first token.
+    ``first_ms``: the first inference request waits that much more (an engine's warm-up: CUDA
+    graphs, compilation).
     """
 
     host: str = "127.0.0.1"
@@ -36,6 +38,7 @@ class MockConfig:
     error_429_rate: float = 0.0
     slow_rate: float = 0.0
     slow_ms: float = 0.0
+    first_ms: float = 0.0
     seed: int = 0
     workers: int = 1
     embedding_dim: int = 64
@@ -83,6 +86,7 @@ class MockConfig:
             ),
             (0.0 <= self.slow_rate <= 1.0, "--slow-rate", "must be between 0 and 1"),
             (self.slow_ms >= 0, "--slow-ms", "must be >= 0"),
+            (self.first_ms >= 0, "--first-ms", "must be >= 0"),
             (self.workers >= 1, "--workers", "must be >= 1"),
             (1 <= self.embedding_dim <= 65536, "--embedding-dim", "must be 1..65536"),
             (self.cuda_mem_gb >= 0, "--cuda-mem-gb", "must be >= 0"),

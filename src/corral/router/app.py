@@ -66,7 +66,8 @@ class Router:
         if every or probe:
             from corral.router.engine_load import EngineLoad
 
-            self.engine_load = EngineLoad(self.pool, every, probe)
+            ca = settings.cache_aware
+            self.engine_load = EngineLoad(self.pool, every, probe, ca.reprobe_s, ca.speed_slack)
         self.admin = Admin(self.pool, self.discovery, settings.admin_token, self.proxy.new_id, self.ondemand)
         self.render_metrics = make_renderer(self.metrics, self.pool, self.tenants, self.ondemand)
         self.peers_dir: Path | None = None  # --workers N: where the siblings serve their metrics

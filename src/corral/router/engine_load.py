@@ -12,13 +12,18 @@ point: several routers in front of one fleet see each other's load.
 With ``speed_probe``, an instance that becomes routable before anything timed it gets one
 1-token completion of a fixed ~64-token prompt, timed: its first floor of time to first byte
 (``Instance.observe``). So ``cache_aware`` knows a slow replica before the first burst of real
-requests meets it, not after (one probe per address, at most ``_PROBE_TRIES`` tries).
+requests meets it, not after (one probe per address, at most ``_PROBE_TRIES`` tries). Every
+``reprobe_s`` an instance that looks slow (floor above the typical one by more than
+``speed_slack``) and had no answer since is timed again: its floor takes a lower figure at once,
+so a slow first answer (an engine's warm-up) does not starve a good replica for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -38,14 +43,24 @@ _PROBE_TRIES = 3
 class EngineLoad:
     """Scrapes every instance's ``/metrics`` each ``interval`` seconds."""
 
-    def __init__(self, pool: Pool, interval: float, speed_probe: bool = False) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        interval: float,
+        speed_probe: bool = False,
+        reprobe_s: float = 0.0,
+        slack: float = 0.25,
+    ) -> None:
         self.pool = pool
         self.interval = interval
         self.task: asyncio.Task[None] | None = None
         self.session: aiohttp.ClientSession | None = None
         self.speed_probe = speed_probe
+        self.reprobe_s = reprobe_s if speed_probe else 0.0
+        self.slack = slack
         self._tries: dict[str, int] = {}  # address -> speed probes started (timed: _PROBE_TRIES)
         self._probes: set[asyncio.Task[None]] = set()
+        self._seen: dict[str, int] = {}  # instance id -> its samples at the last re-probe round
 
     def start(self) -> None:
         """Start the background loop (and the speed probes: on each instance's first routable)."""
@@ -57,6 +72,8 @@ class EngineLoad:
             for inst in list(self.pool.instances.values()):
                 if inst.healthy:
                     self._routable(inst)
+        if self.reprobe_s:
+            self._spawn(self._reprobe_loop())
 
     async def close(self) -> None:
         """Stop the loop and the probes, and close the session."""
@@ -99,9 +116,25 @@ class EngineLoad:
         if inst.floor_s or self._tries.get(inst.url, 0) >= _PROBE_TRIES or not inst.models:
             return
         self._tries[inst.url] = self._tries.get(inst.url, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._time(inst.url, inst.models[0]))
+        self._spawn(self._time(inst.url, inst.models[0]))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
+
+    async def _reprobe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reprobe_s)
+            healthy = [i for i in self.pool.instances.values() if i.healthy and i.floor_s and i.models]
+            floors = sorted(i.floor_s for i in healthy)
+            if not floors:
+                continue
+            typical = floors[(len(floors) - 1) // 2]  # as cache_aware: the lower median
+            seen, self._seen = self._seen, {i.id: i.samples for i in healthy}
+            for inst in healthy:
+                if inst.floor_s > typical * (1 + self.slack) and seen.get(inst.id) == inst.samples:
+                    self._spawn(self._time(inst.url, inst.models[0]))  # looks slow, and idle
 
     async def _time(self, url: str, model: str) -> None:
         t0 = time.perf_counter()
@@ -111,5 +144,5 @@ class EngineLoad:
             return  # not ready, or no completions: the next routable tries again (a few times)
         self._tries[url] = _PROBE_TRIES
         for inst in list(self.pool.instances.values()):
-            if inst.url == url and not inst.floor_s:
+            if inst.url == url:
                 inst.observe(elapsed)

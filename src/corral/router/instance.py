@@ -40,6 +40,7 @@ class Instance:
         "probe_ok",
         "reachable",
         "reason",
+        "samples",
         "source",
         "stalls",
         "stalls_total",
@@ -86,6 +87,7 @@ class Instance:
         # The lower envelope of its times to first byte: its speed with the queueing left out
         # (a burst of cold prompts lifts the EWMA for long; the floor comes back at once).
         self.floor_s = 0.0
+        self.samples = 0  # times to first byte observed (the speed probe looks for idle ones)
         self.cooling = False  # waiting in the pool's heap for its circuit's trial time
         # Set by the pool: called after a change of circuit or reachability, so that the
         # model's routable set follows (``Pool.refresh``). Direct attribute writers call it too.
@@ -104,6 +106,7 @@ class Instance:
         self.trial_in_flight = old.trial_in_flight
         self.stalls, self.stalls_total = old.stalls, old.stalls_total
         self.ejected, self.ejected_until, self.ejections = old.ejected, old.ejected_until, old.ejections
+        self.ewma_s, self.floor_s, self.samples = old.ewma_s, old.floor_s, old.samples
         if not old.reachable and not self.probe_ok:
             self.reachable = False
 
@@ -137,6 +140,7 @@ class Instance:
         self.ewma_s = seconds if not self.ewma_s else self.ewma_s + _EWMA_ALPHA * (seconds - self.ewma_s)
         floor = self.floor_s
         self.floor_s = seconds if not floor or seconds < floor else floor + _FLOOR_RISE * (seconds - floor)
+        self.samples += 1
 
     def on_dispatch(self, now: float) -> None:
         """Count a request sent here; an expired open circuit lets exactly one trial through."""
