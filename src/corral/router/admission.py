@@ -17,7 +17,7 @@ from corral.router.pool import Pool
 from corral.router.responses import error
 
 if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
-    from corral.router.limits import Limits, Refusal
+    from corral.router.limits import Refusal
     from corral.router.tenants import Tenants
 
 
@@ -27,7 +27,6 @@ class Admission:
     tenants: Tenants | None
     metrics: Metrics
     pool: Pool
-    limits: Limits  # the tenants' (set with them)
 
     def _no_instances(self, model: str, target: str, rid: str) -> Reply:
         """No instance serves ``target`` now: 503 at once when one did before (its instances

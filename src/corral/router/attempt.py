@@ -17,7 +17,7 @@ class AttemptFailed(Exception):
         self.timeout = timeout
 
 
-class Limits:
+class Watchdog:
     """One model's watchdog settings, resolved once: upstream timeouts per kind, retry rule."""
 
     __slots__ = ("plain", "retry", "stream")

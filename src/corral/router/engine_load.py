@@ -29,7 +29,7 @@ import aiohttp
 
 from corral.engine_queue import queue_length
 from corral.genprobe import generates
-from corral.router.instance import Instance
+from corral.router.instance import Instance, typical_floor
 from corral.router.pool import Pool
 
 __all__ = ["EngineLoad", "queue_length"]
@@ -127,10 +127,9 @@ class EngineLoad:
         while True:
             await asyncio.sleep(self.reprobe_s)
             healthy = [i for i in self.pool.instances.values() if i.healthy and i.floor_s and i.models]
-            floors = sorted(i.floor_s for i in healthy)
-            if not floors:
+            typical = typical_floor(sorted(i.floor_s for i in healthy))
+            if not typical:
                 continue
-            typical = floors[(len(floors) - 1) // 2]  # as cache_aware: the lower median
             seen, self._seen = self._seen, {i.id: i.samples for i in healthy}
             for inst in healthy:
                 if inst.floor_s > typical * (1 + self.slack) and seen.get(inst.id) == inst.samples:

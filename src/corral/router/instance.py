@@ -208,6 +208,13 @@ OUT_REASONS = (
 _STARTING = frozenset(("starting", "restarting"))
 
 
+def typical_floor(floors: list[float]) -> float:
+    """The typical of some instances' (sorted, non-zero) time-to-first-byte floors: their lower
+    median (of two, the faster: with the upper one a pair never tells its slow member); 0 if none.
+    An instance is slow when its floor is above this by more than ``speed_slack``."""
+    return floors[(len(floors) - 1) // 2] if floors else 0.0
+
+
 def out_reason(inst: Instance, now: float) -> str | None:
     """Why ``inst`` is out of rotation (one of :data:`OUT_REASONS`), or None when it is in.
 

@@ -229,7 +229,7 @@ class Pool:
         inst.on_dispatch(now)
         for m in inst.models:
             r = self.routable.get(m)
-            if r is not None:
+            if r is not None and len(r.members) > 1:
                 r.moved(inst, old)
         if (inst.max_concurrency and inst.outstanding >= inst.max_concurrency) or inst.trial_in_flight:
             self.refresh(inst, now)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from corral.router import sse
 from corral.router.admission import Admission
-from corral.router.attempt import AttemptFailed, Limits, NoRetry
+from corral.router.attempt import AttemptFailed, NoRetry, Watchdog
 from corral.router.config import RouterSettings
 from corral.router.context import RequestContext, rename_model
 from corral.router.health import Health
@@ -44,6 +44,7 @@ from corral.router.upstream import (
 )
 
 if TYPE_CHECKING:  # imported only when keys are configured (corral.router.app)
+    from corral.router.limits import Limits
     from corral.router.tenants import Tenants
 
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
@@ -57,6 +58,8 @@ _JSON_HEAD = b" HTTP/1.1\r\nContent-Type: application/json\r\nX-Request-ID: "
 
 class Proxy(Admission):
     """Routes requests; owns the table of requests in flight (for cancel)."""
+
+    limits: Limits  # the keys' rate and concurrency limits (set with the tenants)
 
     def __init__(
         self,
@@ -91,8 +94,8 @@ class Proxy(Admission):
         # X-Request-ID that does not parse as a UUID.
         h = os.urandom(10).hex()
         self._id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-        self._default_limits = Limits(settings, "")
-        self._limits = {m: Limits(settings, m) for m in settings.timeouts.models}
+        self._default_watchdog = Watchdog(settings, "")
+        self._watchdogs = {m: Watchdog(settings, m) for m in settings.timeouts.models}
 
     async def start(self) -> None:
         """Nothing to open: upstream connections are made on first use and then pooled."""
@@ -243,7 +246,7 @@ class Proxy(Admission):
         name, prio = (key.name, key.priority) if key is not None else ("", 0)
         timeout = settings.queue_timeout_s
         timed_out = False
-        limits = self._limits.get(model, self._default_limits)
+        watchdog = self._watchdogs.get(model, self._default_watchdog)
         for attempt in range(settings.retries + 1):
             try:
                 # A free instance is the common case: taken without the coroutine of acquire().
@@ -272,7 +275,7 @@ class Proxy(Admission):
             last_try = attempt == settings.retries
             try:
                 return await self._attempt(
-                    conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, limits
+                    conn, ctx, inst, model, raw, head, stream, strip_usage, t0, last_try, watchdog
                 )
             except AttemptFailed as exc:
                 last = str(exc)
@@ -296,11 +299,13 @@ class Proxy(Admission):
         self.metrics.error(model, 503)
         return error(503, f"model {model!r}: {last}", rid, "no_healthy_instance", 1)
 
-    def _stalled(self, inst: Instance, exc: UpstreamTimeout, limits: Limits, when: str = "") -> AttemptFailed:
+    def _stalled(
+        self, inst: Instance, exc: UpstreamTimeout, watchdog: Watchdog, when: str = ""
+    ) -> AttemptFailed:
         """Count a watchdog timeout against ``inst``; the attempt to raise (retried or not)."""
         self.health.on_stall(inst)
         message = f"{inst.url}: {exc}{when}"
-        if not limits.retry:
+        if not watchdog.retry:
             raise NoRetry(message)
         return AttemptFailed(message, timeout=True)
 
@@ -327,7 +332,7 @@ class Proxy(Admission):
         strip_usage: bool,
         t0: float,
         last_try: bool,
-        limits: Limits,
+        watchdog: Watchdog,
     ) -> Reply | None:
         up = self.upstream
         hold = ctx.hold
@@ -337,10 +342,10 @@ class Proxy(Admission):
             await hold.wait()
         try:
             resp = await up.request(
-                inst.url, head + up.host_header(inst.url), raw, limits.stream if stream else limits.plain
+                inst.url, head + up.host_header(inst.url), raw, watchdog.stream if stream else watchdog.plain
             )
         except UpstreamTimeout as exc:
-            raise self._stalled(inst, exc, limits) from None
+            raise self._stalled(inst, exc, watchdog) from None
         except ConnectError as exc:
             inst.on_failure(connect=True)
             raise AttemptFailed(f"{inst.url}: cannot connect ({exc.os_error})") from None
@@ -355,12 +360,12 @@ class Proxy(Admission):
                 raise AttemptFailed(f"{inst.url}: HTTP {status}")
             ctype = resp.content_type
             if ctype.startswith(b"text/event-stream"):
-                await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0, limits)
+                await self._relay(conn, ctx, inst, model, resp, ctype, strip_usage, t0, watchdog)
                 return None
             try:
                 data = await resp.read()
             except UpstreamTimeout as exc:
-                raise self._stalled(inst, exc, limits) from None
+                raise self._stalled(inst, exc, watchdog) from None
             except _UPSTREAM_ERRORS as exc:
                 inst.on_failure()
                 raise AttemptFailed(f"{inst.url}: {type(exc).__name__} while reading the answer") from None
@@ -397,7 +402,7 @@ class Proxy(Admission):
         ctype: bytes,
         strip_usage: bool,
         t0: float,
-        limits: Limits,
+        watchdog: Watchdog,
     ) -> None:
         """Relay an SSE answer; the response head goes out with the first upstream bytes.
 
@@ -408,7 +413,7 @@ class Proxy(Admission):
         try:
             first = await resp.readany()
         except UpstreamTimeout as exc:
-            raise self._stalled(inst, exc, limits, " before the first token") from None
+            raise self._stalled(inst, exc, watchdog, " before the first token") from None
         except _UPSTREAM_ERRORS as exc:
             inst.on_failure()
             raise AttemptFailed(f"{inst.url}: {type(exc).__name__} before the first byte") from None

@@ -92,12 +92,12 @@ class Routable:
         return self._ids.get(instance_id)
 
     def moved(self, inst: Instance, old: int) -> None:
-        """``inst.outstanding`` changed from ``old``: move it between load buckets (with two
-        members or more; the pool skips the call for a lone one).
+        """``inst.outstanding`` changed from ``old``: move it between load buckets. The pool skips
+        the call for a lone member (its bucket may go stale: :meth:`add` files it afresh).
 
         Twice per request (taken, released): ``_bucket`` inlined.
         """
-        if len(self.members) < 2 or inst not in self._pos:
+        if inst not in self._pos:
             return
         buckets = self._buckets
         if old < 0:

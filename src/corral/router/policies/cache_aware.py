@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from corral.config.cache_aware import CacheAwareSettings
-from corral.router.instance import Instance
+from corral.router.instance import Instance, typical_floor
 from corral.router.prefix_tree import CHUNK, Owners, Prefill, PrefixTree, chain
 from corral.router.routable import Routable
 
@@ -165,7 +165,7 @@ def _cheapest(pool: dict[Instance, int], total: int, low: Instance) -> Instance:
     must not read as a slow replica. One pass to weigh, one to choose (it runs per request).
     """
     floors = sorted([i.floor_s for i in pool if i.floor_s])
-    typical = floors[(len(floors) - 1) // 2] if floors else 0.0  # lower median: of 2, the faster
+    typical = typical_floor(floors)
     slack = params.speed_slack
     weighed = []
     least = float("inf")
